@@ -1,0 +1,95 @@
+/*
+ * io.h - where DICOM bytes come from and where they go.
+ *
+ * The reader never touches a file descriptor or a socket directly: it pulls
+ * bytes from a dcm_source, a small table of functions with a buffer in
+ * front, so that the same parser reads a file, a memory block, a deflated
+ * stream or a DIMSE message as it arrives over the network. Writers push to a
+ * dcm_sink, a single write function.
+ */
+#ifndef DCM_IO_H
+#define DCM_IO_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "core/buf.h"
+#include "core/status.h"
+
+typedef struct dcm_source_ops {
+    /* Reads up to len bytes into buf; *got < len only at the end of the input. */
+    cp_status (*read)(void *ctx, void *buf, size_t len, size_t *got);
+    /*
+     * Reads up to len bytes at an absolute offset without moving the stream,
+     * for values kept as references; NULL when the input cannot seek (a
+     * socket, an inflated stream).
+     */
+    cp_status (*pread)(void *ctx, uint64_t offset, void *buf, size_t len, size_t *got);
+    /* Releases ctx; may be NULL. */
+    void (*close)(void *ctx);
+} dcm_source_ops;
+
+typedef struct dcm_source dcm_source;
+
+/* A buffered source over ops and ctx; the source calls ops->close on destroy. NULL on OOM. */
+dcm_source *dcm_source_create(const dcm_source_ops *ops, void *ctx);
+
+/* A source reading the file at path; it owns the descriptor. */
+cp_status dcm_source_open_file(const char *path, dcm_source **out, cp_error *err);
+
+/*
+ * A source over len bytes at data, which are not copied and must outlive the
+ * source. NULL on OOM.
+ */
+dcm_source *dcm_source_from_memory(const void *data, size_t len);
+
+void dcm_source_destroy(dcm_source *src);
+
+/* Reads up to len bytes; *got < len only at the end of the input. */
+cp_status dcm_source_read(dcm_source *src, void *buf, size_t len, size_t *got);
+
+/* Reads exactly len bytes, or fails with CP_ERR_TRUNCATED. */
+cp_status dcm_source_read_exact(dcm_source *src, void *buf, size_t len);
+
+/*
+ * Looks at the next len bytes without consuming them (len at most 256).
+ * *got < len only at the end of the input.
+ */
+cp_status dcm_source_peek(dcm_source *src, void *buf, size_t len, size_t *got);
+
+/* Skips n bytes; CP_ERR_TRUNCATED if the input ends first. */
+cp_status dcm_source_skip(dcm_source *src, uint64_t n);
+
+/* Bytes consumed so far: the offset of the next byte read. */
+uint64_t dcm_source_offset(const dcm_source *src);
+
+/* Whether the source can read at an absolute offset (dcm_source_pread). */
+bool dcm_source_can_pread(const dcm_source *src);
+
+/* Reads at an absolute offset; CP_ERR_UNSUPPORTED when the source cannot seek. */
+cp_status dcm_source_pread(dcm_source *src, uint64_t offset, void *buf, size_t len,
+                           size_t *got);
+
+/*
+ * A sink: everything a writer produces goes through write, which must take
+ * all len bytes or fail.
+ */
+typedef struct dcm_sink {
+    cp_status (*write)(void *ctx, const void *data, size_t len);
+    void *ctx;
+} dcm_sink;
+
+/* A sink appending to buf. */
+dcm_sink dcm_sink_to_buf(cp_buf *buf);
+
+/* A sink writing to a stdio stream (CP_ERR_IO when fwrite fails). */
+dcm_sink dcm_sink_to_file(FILE *stream);
+
+static inline cp_status dcm_sink_write(const dcm_sink *sink, const void *data, size_t len)
+{
+    return len == 0 ? CP_OK : sink->write(sink->ctx, data, len);
+}
+
+#endif
