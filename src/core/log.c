@@ -94,8 +94,9 @@ void cp_log_write(cp_log_level level, const char *event, const char *fmt, ...)
         n = snprintf(line + used, room - used, " %s", log_context);
         used += n < 0 ? 0 : (size_t)n;
     }
-    if (used > room)
-        used = room;
+    /* A cut field leaves its NUL at room - 1; the newline takes its place. */
+    if (used > room - 1)
+        used = room - 1;
     line[used++] = '\n';
 
     stream = atomic_load(&log_stream);

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages cloudpacs needs to build, run and test.
+# Safe to run again: it installs only what is missing. Needs root (or sudo).
+#
+#   scripts/deps.sh          build and run dependencies
+#   scripts/deps.sh --test   also what the tests and benchmarks use
+set -euo pipefail
+
+build_pkgs=(
+    meson ninja-build pkg-config gcc
+    zlib1g-dev libjansson-dev
+)
+test_pkgs=(
+    clang libclang-rt-14-dev
+    libcmocka-dev
+    dcmtk
+    python3 python3-pydicom python3-pytest python3-numpy
+)
+
+want=("${build_pkgs[@]}")
+if [[ "${1:-}" == "--test" ]]; then
+    want+=("${test_pkgs[@]}")
+fi
+
+missing=()
+for pkg in "${want[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
+        missing+=("$pkg")
+    fi
+done
+
+if ((${#missing[@]} == 0)); then
+    exit 0
+fi
+
+sudo=()
+if [[ $(id -u) -ne 0 ]]; then
+    sudo=(sudo)
+fi
+echo "deps: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+"${sudo[@]}" apt-get update -qq
+"${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
