@@ -8,7 +8,9 @@ set -euo pipefail
 
 build_pkgs=(
     meson ninja-build pkg-config gcc
-    zlib1g-dev libjansson-dev
+    zlib1g-dev libjansson-dev libsqlite3-dev
+    libturbojpeg0-dev libopenjp2-7-dev libcharls-dev libpng-dev
+    g++ libopenjph-dev
 )
 test_pkgs=(
     clang libclang-rt-14-dev
