@@ -238,4 +238,27 @@
  */
 #define PDU_PDVS_MAX              4096
 
+/* --- pixel pipeline (src/pixel: pixel.c and the decoders) ------------------- */
+
+/*
+ * Bytes of one decoded frame, and of the stored bytes of one frame gathered
+ * from its fragments. A 4096 x 4096 RGB frame of 32-bit samples is 192 MiB;
+ * whole-slide tiles and breast tomosynthesis frames stay far below. A
+ * codestream that claims more is refused before anything is allocated.
+ */
+#define PX_FRAME_BYTES_MAX        (256u * 1024 * 1024)
+
+/*
+ * Entries of one palette colour LUT once its segments are expanded (PS3.3
+ * C.7.9): the descriptor cannot address more than 65536, so a segmented
+ * table that expands past that is corrupt (or a decompression bomb).
+ */
+#define PX_PALETTE_ENTRIES_MAX    65536u
+
+/*
+ * Number of Frames accepted (PS3.3 C.7.6.6): the IS value can say up to
+ * 2^31 - 1; multi-frame objects in practice stay in the thousands.
+ */
+#define PX_FRAMES_MAX             (1u << 24)
+
 #endif
