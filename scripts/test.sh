@@ -72,7 +72,7 @@ setup build || exit 1
 ninja -C build || exit 1
 
 step "build (clang, warnings are errors)"
-CC=clang setup build-clang || exit 1
+CC=clang CXX=clang++ setup build-clang || exit 1
 ninja -C build-clang || exit 1
 
 step "unit tests, fuzz corpora, benchmarks at a tiny size"
@@ -85,7 +85,7 @@ CLOUDPACS_BIN="$root/build/src/cli/cloudpacs" /usr/bin/python3 -m pytest -q \
 count_pytest "$log_dir/pytest.log"
 
 step "fuzz targets (${FUZZ_SECONDS:-20}s each)"
-CC=clang setup build-fuzz -Dfuzz=true || exit 1
+CC=clang CXX=clang++ setup build-fuzz -Dfuzz=true || exit 1
 ninja -C build-fuzz || exit 1
 for target in build-fuzz/tests/fuzz/fuzz_*; do
     [[ -x "$target" && "$target" != *_replay ]] || continue

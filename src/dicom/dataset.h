@@ -141,6 +141,11 @@ enum {
     DCM_FILE_TS_MISMATCH = 1u << 3,
     /* The meta group had a preamble but no "DICM" (or "DICM" without a preamble). */
     DCM_FILE_NO_PREAMBLE = 1u << 4,
+    /*
+     * Added for the reader: item or sequence delimiters stood where nothing
+     * was open for them to close (a known writer bug); they were skipped.
+     */
+    DCM_FILE_STRAY_DELIMITER = 1u << 5,
 };
 
 typedef struct dcm_file {

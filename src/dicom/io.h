@@ -59,6 +59,13 @@ cp_status dcm_source_read_exact(dcm_source *src, void *buf, size_t len);
  */
 cp_status dcm_source_peek(dcm_source *src, void *buf, size_t len, size_t *got);
 
+/*
+ * Added for the parser: like dcm_source_peek, but points at the bytes in the
+ * source's own buffer instead of copying them. The pointer is valid until
+ * the next call on src.
+ */
+cp_status dcm_source_peek_ptr(dcm_source *src, size_t len, const uint8_t **ptr, size_t *got);
+
 /* Skips n bytes; CP_ERR_TRUNCATED if the input ends first. */
 cp_status dcm_source_skip(dcm_source *src, uint64_t n);
 
@@ -71,6 +78,24 @@ bool dcm_source_can_pread(const dcm_source *src);
 /* Reads at an absolute offset; CP_ERR_UNSUPPORTED when the source cannot seek. */
 cp_status dcm_source_pread(dcm_source *src, uint64_t offset, void *buf, size_t len,
                            size_t *got);
+
+/*
+ * Added for the reader: the total size of the input in bytes, when it is
+ * known (files and memory blocks); false for streams (sockets, inflated
+ * data), whose end is found only by reading to it. The reader checks every
+ * declared length against the bytes left when it can.
+ */
+bool dcm_source_size(const dcm_source *src, uint64_t *size);
+
+/*
+ * Added for the reader: a source that inflates what it reads from inner, for
+ * Deflated Explicit VR Little Endian (PS3.5 A.5): raw deflate (RFC 1951),
+ * or zlib (RFC 1950) when the data starts with a zlib header, as some
+ * writers emit. inner is not owned and must outlive the new source, which
+ * starts at offset 0, cannot pread, and fails with CP_ERR_LIMIT once more
+ * than DCM_INFLATE_MAX bytes have come out of it.
+ */
+cp_status dcm_source_inflate(dcm_source *inner, dcm_source **out);
 
 /*
  * A sink: everything a writer produces goes through write, which must take
