@@ -96,6 +96,16 @@ static cp_status source_raw_read(dcm_source *src, void *buf, size_t len, size_t 
     if (src->failed != CP_OK)
         return src->failed;
 
+    /* A known size saves the read that would only find the end. */
+    if (src->size_known) {
+        if (src->raw >= src->size) {
+            src->eof = true;
+            return CP_OK;
+        }
+        if (len > src->size - src->raw)
+            len = (size_t)(src->size - src->raw);
+    }
+
     if (src->positional)
         st = src->ops->pread(src->ctx, src->raw, buf, len, got);
     else
@@ -104,9 +114,9 @@ static cp_status source_raw_read(dcm_source *src, void *buf, size_t len, size_t 
         src->failed = st;
         return st;
     }
-    if (*got < len)
-        src->eof = true;
     src->raw += *got;
+    if (*got < len || (src->size_known && src->raw >= src->size))
+        src->eof = true;
     return CP_OK;
 }
 
