@@ -203,6 +203,7 @@ typedef struct gb_score {
     unsigned strong;
     unsigned ambiguous;
     unsigned weak;
+    unsigned latin_word;    /* weak pairs a lower-case letter follows: a Latin word goes on */
 } gb_score;
 
 /* --- Defined Terms ---------------------------------------------------------- */
@@ -653,6 +654,9 @@ static bool gb_scan(const uint8_t *p, size_t n, bool latin1_symbols, gb_score *s
         if (t < 0x80) {
             if (b >= 0xA0)
                 s->weak++;
+            if (b >= 0xA0 && is_ascii_letter(t) && i + 2 < n && p[i + 2] >= 'a' &&
+                p[i + 2] <= 'z')
+                s->latin_word++;
         } else if (b < sym || t < sym)
             s->strong++;
         else if ((i > 0 && is_ascii_letter(p[i - 1]))
@@ -695,7 +699,12 @@ static cp_status try_gb18030(dcm_charset *cs, const uint8_t *p, size_t n, bool l
     *taken = false;
     if (!gb_scan(p, n, latin1_symbols, &s))
         return CP_OK;
-    if (s.strong == 0 || s.strong + s.ambiguous <= s.weak)
+    /*
+     * An accented letter, a letter and then more lower-case letters ("ñez",
+     * "üller") is how Latin words run on; a Chinese name does not do that,
+     * so one such run keeps the declared set.
+     */
+    if (s.strong == 0 || s.strong + s.ambiguous <= s.weak || s.latin_word > 0)
         return CP_OK;
 
     st = convert(cs, CODEC_GB18030, p, n, o);

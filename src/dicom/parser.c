@@ -824,8 +824,10 @@ cp_status dcm_parser_next(dcm_parser *p, dcm_event *ev, cp_error *err)
         if (got == 0)
             return parser_fail(p, err, CP_ERR_TRUNCATED, f->header_offset, f->tag,
                                "the input ends inside %s", frame_name(f));
+        /* Four bytes are enough to say which element was cut. */
         if (got < 8)
-            return parser_fail(p, err, CP_ERR_TRUNCATED, offset, CP_ERROR_NO_TAG,
+            return parser_fail(p, err, CP_ERR_TRUNCATED, offset,
+                               got >= 4 ? rdtag(h, f->big_endian) : CP_ERROR_NO_TAG,
                                "element header cut short: %zu of 8 bytes", got);
         if (p->first && p->nframes == 1)
             parser_detect_vr(p, f, h, got, offset);

@@ -142,13 +142,6 @@ def test_charset_of_a_sequence_item_applies_inside_it(run, tmp_path):
     assert items[1]["00100010"]["Value"] == [{"Alphabetic": "李^四"}]
 
 
-SPANISH_XFAIL = pytest.mark.xfail(
-    strict=True, reason="charset detection false positive: PN 'Ñúñez^Íñigo' correctly "
-    "labelled ISO_IR 100 (bytes d1 fa f1 65 7a 5e cd f1 69 67 6f) comes out as the "
-    "GB18030 reading '漾馿z^婉igo' with 'note: text mislabelled'; so do the values "
-    "'ÁÉ' (-> '辽') and 'Éö' (-> '肾') (src/dicom/charset.c gb_scan/try_gb18030)")
-
-
 @pytest.mark.parametrize("name", [
     pytest.param("Müller^Jürgen", id="mueller"),
     pytest.param("Müßig^Jörg", id="muessig"),
@@ -159,7 +152,7 @@ SPANISH_XFAIL = pytest.mark.xfail(
     pytest.param("Guðmundsdóttir^Sóley", id="gudmundsdottir"),
     pytest.param("Gonçalves^João", id="goncalves"),
     pytest.param("Ødegård^Åse", id="odegard"),
-    pytest.param("Ñúñez^Íñigo", id="nunez", marks=SPANISH_XFAIL),
+    pytest.param("Ñúñez^Íñigo", id="nunez"),
 ])
 def test_correct_latin1_is_not_taken_for_chinese(run, tmp_path, name):
     ds = new_dataset()

@@ -22,13 +22,7 @@ from conftest import (COMPARISON_REPORT, PYDICOM_DATA, TAG_RE, assert_no_crash,
                       is_malformed_name, read_pydicom)
 from jsoncompare import FileContext, compare_file
 
-KNOWN_FAILURES = {
-    "test_files/image_dfl.dcm":
-        "Deflated file: (7FE0,0010) gets BulkDataURI file://...image_dfl.dcm"
-        "#offset=538&length=262144, an offset into the inflated stream; the file "
-        "is 4637 bytes of deflate data, so the URI names bytes that do not exist "
-        "(src/cli/cmd_dump.c bulk_uri / src/dicom/json.c write_binary)",
-}
+KNOWN_FAILURES = {}
 
 # Files that are malformed although their names do not say so, with the fault.
 # Exit 3 with a partial dump is right for them (as for the *truncated* ones).
