@@ -71,7 +71,7 @@ static const dcm_dict_entry *lookup_repeater(uint32_t tag)
     return NULL;
 }
 
-const dcm_dict_entry *dcm_dict_lookup(uint32_t tag)
+static const dcm_dict_entry *lookup_uncached(uint32_t tag)
 {
     const dcm_dict_entry *entry = lookup_exact(tag);
 
@@ -85,6 +85,34 @@ const dcm_dict_entry *dcm_dict_lookup(uint32_t tag)
         return NULL;
 
     return lookup_repeater(tag);
+}
+
+/*
+ * Reading implicit VR looks up every element, and a run of files from one
+ * modality asks for the same few hundred tags again and again: a small
+ * direct-mapped cache per thread answers those without the binary search.
+ * Keys carry bit 32 so that an empty slot never matches a tag.
+ */
+#define DICT_CACHE_SLOTS 512u
+
+typedef struct dict_cache_slot {
+    uint64_t key;
+    const dcm_dict_entry *entry;
+} dict_cache_slot;
+
+static _Thread_local dict_cache_slot dict_cache[DICT_CACHE_SLOTS];
+
+const dcm_dict_entry *dcm_dict_lookup(uint32_t tag)
+{
+    uint32_t hash = (tag ^ (tag >> 16) * 0x9E37u) % DICT_CACHE_SLOTS;
+    dict_cache_slot *slot = &dict_cache[hash];
+    uint64_t key = (uint64_t)tag | (UINT64_C(1) << 32);
+
+    if (slot->key != key) {
+        slot->entry = lookup_uncached(tag);
+        slot->key = key;
+    }
+    return slot->entry;
 }
 
 static const dcm_dict_entry *keyword_entry(uint16_t index)

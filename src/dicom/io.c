@@ -27,7 +27,7 @@
  * read up to the pixel data needs a few kilobytes, and copying 64 KiB of
  * pixels it will never look at would cost as much as parsing the header.
  */
-#define SOURCE_FIRST_READ  (16u * 1024)
+#define SOURCE_FIRST_READ  (8u * 1024)
 #define SOURCE_PEEK_MAX    256u
 #define INFLATE_INPUT_SIZE (16u * 1024)
 
