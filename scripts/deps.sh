@@ -11,6 +11,8 @@ build_pkgs=(
     zlib1g-dev libjansson-dev libsqlite3-dev
     libturbojpeg0-dev libopenjp2-7-dev libcharls-dev libpng-dev
     g++ libopenjph-dev
+    libsodium-dev
+    libmicrohttpd-dev
 )
 test_pkgs=(
     clang libclang-rt-14-dev

@@ -8,6 +8,11 @@
 static const cli_command commands[] = {
     { "dump", "print the elements of DICOM files (text or DICOM JSON)", cli_dump_run,
       cli_dump_usage },
+    { "import", "store DICOM files and folders in the archive", cli_import_run,
+      cli_import_usage },
+    { "serve", "run the cloudpacs services (today: the DICOM service)", cli_serve_run,
+      cli_serve_usage },
+    { "echo", "check a DICOM peer with C-ECHO", cli_echo_run, cli_echo_usage },
     { NULL, NULL, NULL, NULL },
 };
 

@@ -27,6 +27,15 @@ typedef struct cli_command {
 int cli_dump_run(int argc, char **argv);
 void cli_dump_usage(FILE *out);
 
+int cli_import_run(int argc, char **argv);
+void cli_import_usage(FILE *out);
+
+int cli_serve_run(int argc, char **argv);
+void cli_serve_usage(FILE *out);
+
+int cli_echo_run(int argc, char **argv);
+void cli_echo_usage(FILE *out);
+
 /* The command table, ending with an entry whose name is NULL. */
 const cli_command *cli_commands(void);
 

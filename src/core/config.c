@@ -338,3 +338,24 @@ cp_status cp_config_get_bool(const cp_config *cfg, const char *section, const ch
     return cp_error_set(err, CP_ERR_CONFIG, CP_ERROR_NO_OFFSET, CP_ERROR_NO_TAG,
                         "%s.%s = \"%s\" is not a boolean", section, key, text);
 }
+
+const char *cp_config_section_at(const cp_config *cfg, size_t index)
+{
+    size_t seen = 0;
+
+    if (cfg == NULL)
+        return NULL;
+    for (size_t i = 0; i < cfg->count; i++) {
+        const char *name = cfg->entries[i].section;
+        bool first = true;
+
+        for (size_t j = 0; j < i && first; j++)
+            first = strcmp(cfg->entries[j].section, name) != 0;
+        if (!first)
+            continue;
+        if (seen == index)
+            return name;
+        seen++;
+    }
+    return NULL;
+}

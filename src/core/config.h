@@ -68,4 +68,12 @@ cp_status cp_config_get_int(const cp_config *cfg, const char *section, const cha
 cp_status cp_config_get_bool(const cp_config *cfg, const char *section, const char *key,
                              bool fallback, bool *out, cp_error *err);
 
+/*
+ * Added for the DICOM service: the name of the index-th distinct section
+ * of the file, in the order they first appear, or NULL past the last. Lets
+ * a reader find sections named by the operator ([ae.MODALITY1]). Sections
+ * that only the environment sets are not listed.
+ */
+const char *cp_config_section_at(const cp_config *cfg, size_t index);
+
 #endif

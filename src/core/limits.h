@@ -261,4 +261,189 @@
  */
 #define PX_FRAMES_MAX             (1u << 24)
 
+/* --- HTTP layer (src/http: server, multipart, accept) ---------------------- */
+
+/*
+ * Bytes of one request's header block (request line and headers). Browsers
+ * send a few kilobytes; a bearer token and cookies stay well under 16 KiB.
+ * Overridable with http.max_header_bytes. Beyond it: 431.
+ */
+#define HTTP_HEADER_BYTES_MAX       (16u * 1024)
+
+/*
+ * Bytes of a request target. A QIDO-RS query naming many UIDs reaches a few
+ * kilobytes; 8 KiB is what common proxies pass. Beyond it: 414.
+ */
+#define HTTP_URL_MAX                (8u * 1024)
+
+/*
+ * Request bodies per route class: small (JSON API, forms) and large
+ * (STOW-RS, uploads of whole studies). Overridable with http.max_body_small
+ * and http.max_body_large. Beyond them: 413, decided from Content-Length
+ * before a byte of the body is read, or as soon as a chunked body passes it.
+ */
+#define HTTP_BODY_SMALL_MAX         (1024u * 1024)
+#define HTTP_BODY_LARGE_MAX         (64ull * 1024 * 1024 * 1024)
+
+/*
+ * Body bytes read and dropped after a request has failed (body too large,
+ * a handler that refused it) so that the client still gets the error
+ * status; past this the connection is closed instead.
+ */
+#define HTTP_BODY_DISCARD_MAX       (1024u * 1024)
+
+/* Path parameters in one route pattern ({study}, {series}, ...). */
+#define HTTP_ROUTE_PARAMS_MAX       8
+
+/* Query parameters kept per request: a QIDO-RS query has a few dozen. */
+#define HTTP_QUERY_PARAMS_MAX       256
+
+/*
+ * Memory libmicrohttpd may use per connection for the header block and its
+ * read buffer; must hold HTTP_HEADER_BYTES_MAX plus room for body chunks.
+ */
+#define HTTP_CONNECTION_MEMORY      (64u * 1024)
+
+/* Idle seconds before a keep-alive connection is closed. */
+#define HTTP_CONNECTION_TIMEOUT_S   60
+
+/*
+ * JSON bodies smaller than this are sent as they are: gzip's header and
+ * trailer would make them larger.
+ */
+#define HTTP_GZIP_MIN_BYTES         256
+
+/*
+ * Distinct metric series (name plus labels) in the process-wide registry;
+ * a label set that grows without bound (a UID as label) is refused past it.
+ */
+#define HTTP_METRICS_SERIES_MAX     4096
+
+/*
+ * Boundary of a multipart body: RFC 2046 allows 1-70 characters; some
+ * clients send longer ones, so the reader accepts up to this many.
+ */
+#define HTTP_MULTIPART_BOUNDARY_MAX 200
+
+/*
+ * Parts in one multipart request: a STOW-RS of a whole-body CT or a
+ * tomosynthesis series sends some thousands of instances. Overridable per
+ * parser.
+ */
+#define HTTP_MULTIPART_PARTS_MAX    100000
+
+/* Header lines in one part: Content-Type, -Location, -ID, -Length, a few more. */
+#define HTTP_MULTIPART_HEADERS_MAX  32
+
+/* Bytes of one part's header block. */
+#define HTTP_MULTIPART_HEADER_BYTES_MAX (8u * 1024)
+
+/*
+ * Transport padding (spaces and tabs) allowed after a boundary delimiter
+ * (RFC 2046 5.1.1). Senders add none; the bound keeps the look-ahead small.
+ */
+#define HTTP_MULTIPART_PADDING_MAX  64
+
+/*
+ * Body bytes the streaming parser examines at once; a part's data reaches
+ * its callback in pieces of at most this size.
+ */
+#define HTTP_MULTIPART_WINDOW       (64u * 1024)
+
+/* Media ranges kept from one Accept header (each transfer-syntax counts). */
+#define HTTP_ACCEPT_ITEMS_MAX       64
+
+/* --- DICOM network service (src/net: assoc, dimse, scp, scu) ---------------- */
+
+/*
+ * Bytes of one DIMSE command set once its PDV fragments are put together
+ * (PS3.7 9.3). A command set holds a dozen short elements, some hundreds of
+ * bytes; only data sets are large, and those are streamed, never gathered.
+ */
+#define DIMSE_COMMAND_MAX         (64u * 1024)
+
+/*
+ * ARTIM (PS3.8 9.1.5), default for dicom.artim_timeout in seconds: how long
+ * a connection may stay open before its A-ASSOCIATE-RQ arrives, and how long
+ * we wait for a peer to close after we rejected, released or aborted.
+ */
+#define ASSOC_ARTIM_DEFAULT_S     30
+
+/*
+ * Default for dicom.idle_timeout in seconds: an established association
+ * silent this long is aborted. Modalities pause between series, so this is
+ * longer than ARTIM; a silent peer still cannot hold a thread for ever.
+ */
+#define ASSOC_IDLE_DEFAULT_S      300
+
+/* Upper bound of both timeouts, in seconds (one day): a typo, not a choice. */
+#define ASSOC_TIMEOUT_MAX_S       86400
+
+/*
+ * The smallest Maximum Length we accept from the configuration
+ * (dicom.max_pdu): PS3.8 D.1 lets a peer send PDUs down to this size, and
+ * below it every PDV would carry more header than data.
+ */
+#define ASSOC_MAX_PDU_MIN         4096u
+
+/*
+ * Associations served at once by default (dicom.max_associations), each by
+ * its own thread; and the ceiling the configuration may raise it to. With
+ * the receive and send buffers bounded by PDU_RECEIVE_MAX_DEFAULT and
+ * PDU_SEND_MAX, 1024 associations stay within a few gigabytes.
+ */
+#define SCP_ASSOCIATIONS_DEFAULT  64
+#define SCP_ASSOCIATIONS_MAX      1024
+
+/*
+ * Extra short-lived threads that read the A-ASSOCIATE-RQ of callers beyond
+ * the limit only to answer them A-ASSOCIATE-RJ "local limit exceeded"
+ * (PS3.8 9.3.4); past these, extra connections are closed at once.
+ */
+#define SCP_REJECT_THREADS_MAX    16
+
+/*
+ * Stack of each association thread. The handlers keep their buffers on the
+ * heap, so 256 KiB is ample and 64 associations cost 16 MiB of stack.
+ */
+#define SCP_THREAD_STACK          (256u * 1024)
+
+/* Seconds the server waits for open associations to end on shutdown. */
+#define SCP_SHUTDOWN_DEADLINE_S   10
+
+/* Remote AEs in the configuration ([ae.NAME] sections). */
+#define SCP_REMOTE_AES_MAX        4096
+
+/* Default for dicom.connect_timeout in seconds: an SCU connecting out. */
+#define SCU_CONNECT_TIMEOUT_S     10
+
+/* --- archive (src/archive) --------------------------------------------------- */
+
+/*
+ * Bytes of an instance's header (everything before Pixel Data) an ingest
+ * keeps in memory to extract its index record. CT and MR headers with their
+ * private groups take tens of kilobytes; 4 MiB leaves room for large
+ * sequences while bounding what hundreds of simultaneous C-STORE
+ * associations can make the archive hold. Past it the index record is taken
+ * from the first 4 MiB (the attributes it needs, groups 0008 to 0028, come
+ * first) and the rest is streamed to the blob without being kept.
+ */
+#define ARCHIVE_HEADER_MAX        (4u * 1024 * 1024)
+
+/*
+ * The header is parsed again each time the bytes kept have doubled since
+ * the last try, starting here, so that a header arriving in small PDVs costs
+ * a few parses and not one per PDV.
+ */
+#define ARCHIVE_HEADER_FIRST_TRY  (4u * 1024)
+
+/* Bytes read from a file or a blob per call while ingesting or repairing. */
+#define ARCHIVE_READ_CHUNK        (256u * 1024)
+
+/* Index rows checked per query page by archive_repair. */
+#define ARCHIVE_REPAIR_PAGE       1000
+
+/* Directory levels below the store root that archive_repair walks. */
+#define ARCHIVE_REPAIR_DEPTH_MAX  8
+
 #endif

@@ -42,6 +42,14 @@ cp_status px_htj2k_decode(const px_image *img, const uint8_t *bytes, size_t len,
                           px_frame *frame, cp_error *err);
 
 /*
+ * Added for ingest (issue 5): encodes a decoded frame (1 or 3 samples, 8 or
+ * 16-bit containers, signed or not) as a reversible HTJ2K codestream,
+ * appended to out. Three samples use the reversible colour transform, so
+ * the stored photometric interpretation becomes YBR_RCT (PS3.5 8.2.4).
+ */
+cp_status px_htj2k_encode_lossless(const px_frame *frame, cp_buf *out, cp_error *err);
+
+/*
  * Allocates frame->data for rows x columns x samples of `type` after checking
  * the product against PX_FRAME_BYTES_MAX; sets the frame's geometry fields.
  */
@@ -50,5 +58,13 @@ cp_status px_frame_alloc(px_frame *frame, uint32_t rows, uint32_t columns, uint1
 
 /* The container type for an image's samples (pixel.h's rules). */
 px_sample_type px_image_sample_type(const px_image *img);
+
+/*
+ * Added for the pixel core: masks unsigned samples of frame to bits_stored
+ * and sign-extends signed ones from it, in place (integer types only), so
+ * that no bit above the high bit leaks into a value (pixel.h). Sets
+ * frame->bits_stored.
+ */
+void px_frame_fix_bits(px_frame *frame, uint16_t bits_stored);
 
 #endif

@@ -87,6 +87,14 @@ typedef struct px_image {
     uint32_t eot_count;
     const uint8_t *eot_offsets;     /* eot_count little-endian uint64 */
     const uint8_t *eot_lengths;     /* eot_count little-endian uint64, may be NULL */
+    /*
+     * Added for the pixel core: whether the samples of native pixel data are
+     * big endian (Explicit VR Big Endian: OW values are in the data set's
+     * byte order, PS3.5 7.3), and storage px_image_init allocated for
+     * tables it had to read from the source (freed by px_image_clear).
+     */
+    bool big_endian;
+    uint8_t *owned;
 } px_image;
 
 /*

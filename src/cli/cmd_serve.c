@@ -1,0 +1,497 @@
+/*
+ * cmd_serve.c - `cloudpacs serve`: the services of cloudpacs in one
+ * process. For now the DICOM service (PS3.8 upper layer, C-ECHO and
+ * C-STORE as SCP, through net/scp.h), with every received instance stored
+ * through the archive pipeline (archive.h) into the data directory.
+ *
+ * Configuration (cloudpacs.conf, every key overridable by CLOUDPACS_*):
+ *
+ *   [core]   data_dir (./cloudpacs-data), log_level
+ *   [dicom]  ae_title (CLOUDPACS), port (11112), bind (127.0.0.1),
+ *            max_associations, artim_timeout, idle_timeout (seconds),
+ *            max_pdu, accept_unknown (true when bind is a loopback
+ *            address, false otherwise)
+ *   [ae.NAME] host, port, allow = store,query,retrieve; title (NAME)
+ *   [archive] duplicate_policy = keep | overwrite | reject
+ */
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "archive/archive.h"
+#include "cli/cli.h"
+#include "core/alloc.h"
+#include "core/config.h"
+#include "core/limits.h"
+#include "core/log.h"
+#include "dicom/ts.h"
+#include "index/index.h"
+#include "net/scp.h"
+#include "store/store.h"
+
+#define SERVE_PATH_MAX 4096
+
+typedef struct serve_args {
+    const char *config;
+    const char *services;
+} serve_args;
+
+/* Everything the running service holds, freed by serve_close. */
+typedef struct serve_state {
+    cp_config *cfg;
+    store *st;
+    index_db *idx;
+    archive *arc;
+    scp *server;
+    scp_remote_ae *aes;
+    size_t ae_count;
+    char data_dir[SERVE_PATH_MAX];
+    char blobs[SERVE_PATH_MAX + 16];
+} serve_state;
+
+/* The server scp_stop is called on from the signal handler. */
+static scp *volatile serve_running;
+
+void cli_serve_usage(FILE *out)
+{
+    fprintf(out,
+        "usage: cloudpacs serve [--config FILE] [--services LIST]\n"
+        "\n"
+        "Runs the cloudpacs services in this process until SIGINT or SIGTERM.\n"
+        "Today: the DICOM service (C-ECHO, C-STORE as SCP), storing every\n"
+        "instance it receives in the data directory.\n"
+        "\n"
+        "options:\n"
+        "  --config FILE     the configuration file (default: $CLOUDPACS_CONFIG,\n"
+        "                    else built-in defaults and CLOUDPACS_* variables)\n"
+        "  --services LIST   services to run, comma-separated (default: dicom)\n"
+        "  -h, --help        this text\n"
+        "\n"
+        "configuration keys (each also CLOUDPACS_<SECTION>_<KEY>):\n"
+        "  [core]  data_dir (./cloudpacs-data; CLOUDPACS_DATA_DIR), log_level\n"
+        "  [dicom] ae_title (CLOUDPACS; CLOUDPACS_AE_TITLE), port (11112;\n"
+        "          CLOUDPACS_DICOM_PORT), bind (127.0.0.1), max_associations (%d),\n"
+        "          artim_timeout (%d s), idle_timeout (%d s), max_pdu (%u),\n"
+        "          accept_unknown (default true when bind is a loopback address,\n"
+        "          false otherwise: unknown calling AEs are then rejected)\n"
+        "  [ae.NAME] a remote AE: host, port, allow = store,query,retrieve,\n"
+        "          title (default NAME)\n"
+        "  [archive] duplicate_policy = keep | overwrite | reject\n"
+        "\n"
+        "exit status: 0 after a clean shutdown; 4 when the configuration is\n"
+        "wrong; 1 when the data directory or the port cannot be opened.\n",
+        SCP_ASSOCIATIONS_DEFAULT, ASSOC_ARTIM_DEFAULT_S, ASSOC_IDLE_DEFAULT_S,
+        PDU_RECEIVE_MAX_DEFAULT);
+}
+
+static int parse_args(int argc, char **argv, serve_args *args)
+{
+    memset(args, 0, sizeof *args);
+    args->config = getenv("CLOUDPACS_CONFIG");
+    args->services = "dicom";
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--config") == 0 && i + 1 < argc) {
+            args->config = argv[++i];
+        } else if (strcmp(argv[i], "--services") == 0 && i + 1 < argc) {
+            args->services = argv[++i];
+        } else {
+            fprintf(stderr, "cloudpacs serve: unexpected argument \"%s\"\n", argv[i]);
+            return CLI_EXIT_USAGE;
+        }
+    }
+    return CLI_EXIT_OK;
+}
+
+/* Only "dicom" exists yet; the others are accepted with a warning. */
+static int check_services(const char *list, bool *dicom)
+{
+    static const char *const later[] = { "web", "ingest", "dispatch" };
+    char copy[256];
+    char *save = NULL;
+
+    *dicom = false;
+    snprintf(copy, sizeof copy, "%s", list);
+    for (char *tok = strtok_r(copy, ", ", &save); tok != NULL;
+         tok = strtok_r(NULL, ", ", &save)) {
+        bool known = false;
+
+        if (strcmp(tok, "dicom") == 0 || strcmp(tok, "all") == 0) {
+            *dicom = true;
+            continue;
+        }
+        for (size_t i = 0; i < sizeof later / sizeof later[0]; i++)
+            known = known || strcmp(tok, later[i]) == 0;
+        if (!known) {
+            fprintf(stderr, "cloudpacs serve: unknown service \"%s\"\n", tok);
+            return CLI_EXIT_USAGE;
+        }
+        cp_log_warn("serve.service_missing", "service=%s detail=\"not in this build\"", tok);
+    }
+    return CLI_EXIT_OK;
+}
+
+/* --- the archive behind the C-STORE consumer ---------------------------- */
+
+static cp_status ingest_begin(void *ctx, const scp_store_info *info, void **op,
+                             uint16_t *status)
+{
+    archive_source_info src;
+    archive_ingest *in = NULL;
+
+    memset(&src, 0, sizeof src);
+    src.source = info->calling_ae;
+    src.transfer_syntax = dcm_ts_lookup(info->transfer_syntax_uid,
+                                        strlen(info->transfer_syntax_uid));
+    src.sop_class_uid = info->sop_class_uid;
+    src.sop_instance_uid = info->sop_instance_uid;
+    if (archive_ingest_begin(((serve_state *)ctx)->arc, &src, &in) != CP_OK) {
+        *status = 0xA700;
+        return CP_ERR_NOMEM;
+    }
+    *op = in;
+    return CP_OK;
+}
+
+static cp_status ingest_write(void *op, const void *data, size_t len)
+{
+    /* Failures are sticky inside the ingest and reported by finish. */
+    archive_ingest_write(op, data, len);
+    return CP_OK;
+}
+
+static uint16_t ingest_finish(void *op, char *comment, size_t size)
+{
+    archive_result res;
+
+    memset(&res, 0, sizeof res);
+    if (archive_ingest_finish(op, &res) != CP_OK) {
+        snprintf(comment, size, "archive failed");
+        return 0xA700;
+    }
+    if (res.outcome == ARCHIVE_REJECTED)
+        snprintf(comment, size, "%s: %s", archive_reason_name(res.reason), res.detail);
+    else
+        snprintf(comment, size, "%s", archive_outcome_name(res.outcome));
+    return archive_result_dimse_status(&res);
+}
+
+static void ingest_abort(void *op)
+{
+    archive_ingest_abort(op);
+}
+
+/* --- configuration ------------------------------------------------------ */
+
+static bool is_loopback(const char *addr)
+{
+    return strncmp(addr, "127.", 4) == 0 || strcmp(addr, "::1") == 0 ||
+           strcasecmp(addr, "localhost") == 0;
+}
+
+static int config_error(const cp_error *err)
+{
+    char text[CP_ERROR_DETAIL_MAX + 64];
+
+    fprintf(stderr, "cloudpacs serve: %s\n", cp_error_format(err, text, sizeof text));
+    return CLI_EXIT_CONFIG;
+}
+
+/* Reads one [ae.NAME] section into ae. */
+static int read_remote_ae(const cp_config *cfg, const char *section, scp_remote_ae *ae)
+{
+    const char *title = cp_config_get(cfg, section, "title", section + 3);
+    const char *allow = cp_config_get(cfg, section, "allow", "");
+    int64_t port = 0;
+    cp_error err;
+
+    cp_error_clear(&err);
+    memset(ae, 0, sizeof *ae);
+    if (!pdu_ae_is_valid(title, strlen(title)) || strlen(title) >= sizeof ae->title) {
+        fprintf(stderr, "cloudpacs serve: [%s]: AE title \"%s\" is not valid\n", section,
+                title);
+        return CLI_EXIT_CONFIG;
+    }
+    snprintf(ae->title, sizeof ae->title, "%s", title);
+    snprintf(ae->host, sizeof ae->host, "%s", cp_config_get(cfg, section, "host", ""));
+    if (cp_config_get_int(cfg, section, "port", 104, 1, 65535, &port, &err) != CP_OK)
+        return config_error(&err);
+    ae->port = (uint16_t)port;
+    if (scp_parse_allow(allow, &ae->allow) != CP_OK) {
+        fprintf(stderr, "cloudpacs serve: [%s]: bad allow list \"%s\"\n", section, allow);
+        return CLI_EXIT_CONFIG;
+    }
+    return CLI_EXIT_OK;
+}
+
+static int read_remote_aes(serve_state *s)
+{
+    const char *name;
+    size_t n = 0;
+
+    for (size_t i = 0; (name = cp_config_section_at(s->cfg, i)) != NULL; i++)
+        n += strncmp(name, "ae.", 3) == 0 && name[3] != '\0';
+    if (n > SCP_REMOTE_AES_MAX) {
+        fprintf(stderr, "cloudpacs serve: more than %d [ae.*] sections\n",
+                SCP_REMOTE_AES_MAX);
+        return CLI_EXIT_CONFIG;
+    }
+    s->aes = cp_calloc(n == 0 ? 1 : n, sizeof *s->aes);
+    if (s->aes == NULL)
+        return CLI_EXIT_FAILURE;
+    for (size_t i = 0; (name = cp_config_section_at(s->cfg, i)) != NULL; i++) {
+        int rc;
+
+        if (strncmp(name, "ae.", 3) != 0 || name[3] == '\0')
+            continue;
+        rc = read_remote_ae(s->cfg, name, &s->aes[s->ae_count]);
+        if (rc != CLI_EXIT_OK)
+            return rc;
+        cp_log_info("serve.remote_ae", "title=%s host=%s port=%u allow=0x%x",
+                    s->aes[s->ae_count].title, s->aes[s->ae_count].host,
+                    s->aes[s->ae_count].port, s->aes[s->ae_count].allow);
+        s->ae_count++;
+    }
+    return CLI_EXIT_OK;
+}
+
+static int read_dicom_config(serve_state *s, scp_config *sc)
+{
+    const cp_config *cfg = s->cfg;
+    int64_t port, maxa, artim, idle, maxpdu;
+    cp_error err;
+    const char *ae = cp_config_get(cfg, "dicom", "ae_title", "CLOUDPACS");
+
+    cp_error_clear(&err);
+    memset(sc, 0, sizeof *sc);
+    if (!pdu_ae_is_valid(ae, strlen(ae))) {
+        fprintf(stderr, "cloudpacs serve: [dicom] ae_title \"%s\" is not valid\n", ae);
+        return CLI_EXIT_CONFIG;
+    }
+    snprintf(sc->ae_title, sizeof sc->ae_title, "%s", ae);
+    sc->bind = cp_config_get(cfg, "dicom", "bind", "127.0.0.1");
+    if (cp_config_get_int(cfg, "dicom", "port", 11112, 0, 65535, &port, &err) != CP_OK ||
+        cp_config_get_int(cfg, "dicom", "max_associations", SCP_ASSOCIATIONS_DEFAULT, 1,
+                          SCP_ASSOCIATIONS_MAX, &maxa, &err) != CP_OK ||
+        cp_config_get_int(cfg, "dicom", "artim_timeout", ASSOC_ARTIM_DEFAULT_S, 1,
+                          ASSOC_TIMEOUT_MAX_S, &artim, &err) != CP_OK ||
+        cp_config_get_int(cfg, "dicom", "idle_timeout", ASSOC_IDLE_DEFAULT_S, 1,
+                          ASSOC_TIMEOUT_MAX_S, &idle, &err) != CP_OK ||
+        cp_config_get_int(cfg, "dicom", "max_pdu", PDU_RECEIVE_MAX_DEFAULT, ASSOC_MAX_PDU_MIN,
+                          PDU_LENGTH_MAX, &maxpdu, &err) != CP_OK ||
+        cp_config_get_bool(cfg, "dicom", "accept_unknown", is_loopback(sc->bind),
+                           &sc->accept_unknown, &err) != CP_OK)
+        return config_error(&err);
+    sc->port = (uint16_t)port;
+    sc->max_associations = (unsigned)maxa;
+    sc->params.artim_ms = (int)artim * 1000;
+    sc->params.idle_ms = (int)idle * 1000;
+    sc->params.max_pdu = (uint32_t)maxpdu;
+    return read_remote_aes(s);
+}
+
+/* --- the data directory ------------------------------------------------- */
+
+static void repair_note(void *ctx, const char *what, const char *sop_uid, const char *key)
+{
+    (void)ctx;
+    cp_log_warn("archive.repair", "action=%s sop_instance_uid=%s key=%s", what,
+                sop_uid[0] != '\0' ? sop_uid : "-", key);
+}
+
+static bool parse_policy(const char *name, archive_dup_policy *out)
+{
+    if (strcmp(name, "keep") == 0)
+        *out = ARCHIVE_DUP_KEEP;
+    else if (strcmp(name, "overwrite") == 0)
+        *out = ARCHIVE_DUP_OVERWRITE;
+    else if (strcmp(name, "reject") == 0)
+        *out = ARCHIVE_DUP_REJECT;
+    else
+        return false;
+    return true;
+}
+
+static int open_data(serve_state *s)
+{
+    archive_config acfg;
+    archive_repair_report rep;
+    char path[SERVE_PATH_MAX + 32];
+    const char *policy = cp_config_get(s->cfg, "archive", "duplicate_policy", "keep");
+    cp_error err;
+
+    cp_error_clear(&err);
+    memset(&acfg, 0, sizeof acfg);
+    if (!parse_policy(policy, &acfg.duplicate_policy)) {
+        fprintf(stderr, "cloudpacs serve: unknown duplicate_policy \"%s\"\n", policy);
+        return CLI_EXIT_CONFIG;
+    }
+    snprintf(s->blobs, sizeof s->blobs, "%s/blobs", s->data_dir);
+    snprintf(path, sizeof path, "%s/index.sqlite", s->data_dir);
+    if (store_open_fs(s->blobs, &s->st, &err) != CP_OK ||
+        index_open_sqlite(path, &s->idx, &err) != CP_OK)
+        goto fail;
+    acfg.default_source.charset.detect = true;
+    acfg.fs_root = s->blobs;
+    if (archive_create(s->st, s->idx, &acfg, &s->arc, &err) != CP_OK)
+        goto fail;
+
+    memset(&rep, 0, sizeof rep);
+    if (archive_repair(s->arc, 0, repair_note, NULL, &rep, &err) != CP_OK)
+        goto fail;
+    cp_log_info("archive.repair", "temporaries=%llu reindexed=%llu orphans=%llu "
+                "rows_removed=%llu", (unsigned long long)rep.store.temporaries_removed,
+                (unsigned long long)rep.blobs_reindexed,
+                (unsigned long long)rep.blobs_orphaned,
+                (unsigned long long)rep.rows_missing_blob);
+    return CLI_EXIT_OK;
+
+fail:
+    {
+        char text[CP_ERROR_DETAIL_MAX + 64];
+
+        fprintf(stderr, "cloudpacs serve: %s: %s\n", s->data_dir,
+                cp_error_format(&err, text, sizeof text));
+    }
+    return CLI_EXIT_FAILURE;
+}
+
+static void serve_close(serve_state *s)
+{
+    scp_destroy(s->server);
+    archive_destroy(s->arc);
+    index_destroy(s->idx);
+    store_destroy(s->st);
+    cp_free(s->aes);
+    cp_config_destroy(s->cfg);
+}
+
+/* --- running ------------------------------------------------------------ */
+
+static void on_signal(int sig)
+{
+    scp *server = serve_running;
+
+    (void)sig;
+    if (server != NULL)
+        scp_stop(server);
+}
+
+static void install_signals(void)
+{
+    struct sigaction sa;
+
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sa.sa_handler = SIG_IGN;
+    sigaction(SIGPIPE, &sa, NULL);
+}
+
+static int load_config(const serve_args *args, serve_state *s)
+{
+    const char *level;
+    cp_log_level lvl;
+    cp_error err;
+
+    cp_error_clear(&err);
+    if (args->config != NULL ? cp_config_load(args->config, &s->cfg, &err) != CP_OK
+                             : (s->cfg = cp_config_create()) == NULL) {
+        char text[CP_ERROR_DETAIL_MAX + 64];
+
+        fprintf(stderr, "cloudpacs serve: %s: %s\n", args->config != NULL ? args->config : "",
+                cp_error_format(&err, text, sizeof text));
+        return CLI_EXIT_CONFIG;
+    }
+    level = cp_config_get(s->cfg, "core", "log_level", NULL);
+    if (level != NULL) {
+        if (cp_log_parse_level(level, &lvl) != 0) {
+            fprintf(stderr, "cloudpacs serve: unknown log_level \"%s\"\n", level);
+            return CLI_EXIT_CONFIG;
+        }
+        cp_log_set_level(lvl);
+    }
+    snprintf(s->data_dir, sizeof s->data_dir, "%s",
+             cp_config_get(s->cfg, "core", "data_dir", "./cloudpacs-data"));
+    return CLI_EXIT_OK;
+}
+
+/*
+ * Binds the port before the data directory is touched: a second server
+ * started on the same port fails here, before its start-up repair could
+ * remove the temporaries of the one already running.
+ */
+static int listen_dicom(serve_state *s, scp_config *sc)
+{
+    cp_error err;
+
+    cp_error_clear(&err);
+    sc->aes = s->aes;
+    sc->ae_count = s->ae_count;
+    sc->store.begin = ingest_begin;
+    sc->store.write = ingest_write;
+    sc->store.finish = ingest_finish;
+    sc->store.abort = ingest_abort;
+    sc->store.ctx = s;
+    if (scp_create(sc, &s->server, &err) != CP_OK)
+        return config_error(&err);
+    if (scp_listen(s->server, &err) != CP_OK) {
+        char text[CP_ERROR_DETAIL_MAX + 64];
+
+        fprintf(stderr, "cloudpacs serve: %s\n", cp_error_format(&err, text, sizeof text));
+        return CLI_EXIT_FAILURE;
+    }
+    return CLI_EXIT_OK;
+}
+
+static int run_dicom(serve_state *s, const scp_config *sc)
+{
+    cp_error err;
+
+    cp_error_clear(&err);
+    serve_running = s->server;
+    install_signals();
+    cp_log_info("serve.ready", "dicom_port=%u ae_title=%s bind=%s data_dir=%s "
+                "accept_unknown=%s max_associations=%u", scp_port(s->server), sc->ae_title,
+                sc->bind, s->data_dir, sc->accept_unknown ? "true" : "false",
+                sc->max_associations);
+    printf("cloudpacs: DICOM service ready on %s port %u, AE title %s, data in %s\n",
+           sc->bind, scp_port(s->server), sc->ae_title, s->data_dir);
+    fflush(stdout);
+
+    scp_run(s->server, &err);
+    serve_running = NULL;
+    cp_log_info("serve.stopped", "dicom_port=%u", scp_port(s->server));
+    return CLI_EXIT_OK;
+}
+
+int cli_serve_run(int argc, char **argv)
+{
+    serve_args args;
+    serve_state s;
+    scp_config sc;
+    bool dicom;
+    int rc;
+
+    memset(&s, 0, sizeof s);
+    rc = parse_args(argc, argv, &args);
+    if (rc == CLI_EXIT_OK)
+        rc = check_services(args.services, &dicom);
+    if (rc != CLI_EXIT_OK)
+        return rc;
+    rc = load_config(&args, &s);
+    if (rc == CLI_EXIT_OK)
+        rc = read_dicom_config(&s, &sc);
+    if (rc == CLI_EXIT_OK && dicom)
+        rc = listen_dicom(&s, &sc);
+    if (rc == CLI_EXIT_OK)
+        rc = open_data(&s);
+    if (rc == CLI_EXIT_OK && dicom)
+        rc = run_dicom(&s, &sc);
+    serve_close(&s);
+    return rc;
+}

@@ -1,0 +1,370 @@
+/*
+ * scu.c - the association requestor (PS3.8 9.1 and 9.3.2) and DIMSE as
+ * SCU (PS3.7 9.1.5 C-ECHO; the command and data set calls that C-STORE
+ * uses).
+ *
+ * The transport is connected here (AE-1 of the state machine happens
+ * before assoc_request is called, which then runs Evt1 and Evt2), with a
+ * non-blocking connect bounded by connect_timeout_ms and TCP_NODELAY set.
+ */
+#include "net/scu.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <poll.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "core/alloc.h"
+#include "core/limits.h"
+#include "dicom/writer.h"
+
+struct scu {
+    assoc_tcp tcp;
+    assoc *a;
+    uint16_t next_message_id;
+    dimse_receiver rx;
+    dimse_command rsp;
+    bool have_rsp;
+};
+
+/* Connects one address within timeout_ms; the socket stays blocking after. */
+static int connect_addr(const struct addrinfo *ai, int timeout_ms)
+{
+    int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
+    int flags, soerr = 0;
+    socklen_t len = sizeof soerr;
+    struct pollfd pfd;
+
+    if (fd < 0)
+        return -1;
+    flags = fcntl(fd, F_GETFL);
+    fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+    if (connect(fd, ai->ai_addr, ai->ai_addrlen) != 0) {
+        if (errno != EINPROGRESS)
+            goto fail;
+        pfd.fd = fd;
+        pfd.events = POLLOUT;
+        if (poll(&pfd, 1, timeout_ms) != 1)
+            goto fail;
+        if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &len) != 0 || soerr != 0)
+            goto fail;
+    }
+    fcntl(fd, F_SETFL, flags);
+    assoc_tcp_tune(fd);
+    return fd;
+
+fail:
+    close(fd);
+    return -1;
+}
+
+static int connect_host(const scu_config *cfg, cp_error *err)
+{
+    struct addrinfo hints, *res = NULL;
+    char port[8];
+    int fd = -1, rc;
+    int timeout = cfg->connect_timeout_ms > 0 ? cfg->connect_timeout_ms
+                                              : SCU_CONNECT_TIMEOUT_S * 1000;
+
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_NUMERICSERV;
+    snprintf(port, sizeof port, "%u", cfg->port);
+    rc = getaddrinfo(cfg->host, port, &hints, &res);
+    if (rc != 0) {
+        cp_error_set(err, CP_ERR_IO, CP_ERROR_NO_OFFSET, CP_ERROR_NO_TAG,
+                     "cannot resolve %s: %s", cfg->host, gai_strerror(rc));
+        return -1;
+    }
+    for (const struct addrinfo *ai = res; ai != NULL && fd < 0; ai = ai->ai_next)
+        fd = connect_addr(ai, timeout);
+    freeaddrinfo(res);
+    if (fd < 0)
+        cp_error_set(err, CP_ERR_IO, CP_ERROR_NO_OFFSET, CP_ERROR_NO_TAG,
+                     "cannot connect to %s port %u", cfg->host, cfg->port);
+    return fd;
+}
+
+/* Builds the -RQ in rq from the proposals; the arrays are the caller's. */
+static cp_status build_rq(const scu_config *cfg, const scu_proposal *props, size_t count,
+                          pdu_assoc *rq, pdu_pres_ctx *pcs, pdu_uid *ts, cp_error *err)
+{
+    size_t t = 0;
+
+    memset(rq, 0, sizeof *rq);
+    rq->protocol_version = PDU_PROTOCOL_VERSION;
+    snprintf(rq->called_ae, sizeof rq->called_ae, "%s", cfg->called_ae);
+    snprintf(rq->calling_ae, sizeof rq->calling_ae, "%s", cfg->calling_ae);
+    snprintf(rq->app_context.value, sizeof rq->app_context.value, "%s",
+             PDU_APPLICATION_CONTEXT);
+    for (size_t i = 0; i < count; i++) {
+        pcs[i].id = (uint8_t)(2 * i + 1);
+        snprintf(pcs[i].abstract_syntax.value, PDU_UID_SIZE, "%s", props[i].abstract_syntax);
+        pcs[i].ts = &ts[t];
+        pcs[i].ts_count = props[i].ts_count;
+        for (size_t k = 0; k < props[i].ts_count; k++)
+            snprintf(ts[t++].value, PDU_UID_SIZE, "%s", props[i].transfer_syntaxes[k]);
+    }
+    rq->pcs = pcs;
+    rq->pc_count = count;
+    rq->has_user_info = true;
+    rq->user.has_max_length = true;
+    rq->user.max_length = cfg->params.max_pdu != 0 ? cfg->params.max_pdu
+                                                   : PDU_RECEIVE_MAX_DEFAULT;
+    snprintf(rq->user.impl_class_uid.value, PDU_UID_SIZE, "%s", DCM_IMPLEMENTATION_CLASS_UID);
+    snprintf(rq->user.impl_version, sizeof rq->user.impl_version, "%s",
+             DCM_IMPLEMENTATION_VERSION_NAME);
+    (void)err;
+    return CP_OK;
+}
+
+/* PS3.8 Table 9-21 in words, for people reading a failed echo or send. */
+static const char *reject_text(const pdu_reject *rj)
+{
+    if (rj->source == PDU_REJECT_SOURCE_USER) {
+        switch (rj->reason) {
+        case PDU_REJECT_USER_CONTEXT_NAME: return "application context not supported";
+        case PDU_REJECT_USER_CALLING_AE: return "calling AE title not recognized";
+        case PDU_REJECT_USER_CALLED_AE: return "called AE title not recognized";
+        default: return "no reason given";
+        }
+    }
+    if (rj->source == PDU_REJECT_SOURCE_ACSE)
+        return rj->reason == PDU_REJECT_ACSE_PROTOCOL_VERSION ? "protocol version not supported"
+                                                              : "no reason given";
+    return rj->reason == PDU_REJECT_PRESENTATION_LIMIT ? "local limit exceeded"
+                                                       : "temporary congestion";
+}
+
+static cp_status negotiate(scu *u, const scu_config *cfg, const scu_proposal *props,
+                           size_t count, cp_error *err)
+{
+    pdu_assoc rq;
+    pdu_pres_ctx *pcs = NULL;
+    pdu_uid *ts = NULL;
+    size_t ts_total = 0;
+    assoc_ind ind;
+    cp_status st;
+
+    if (count == 0 || count > PDU_CONTEXTS_MAX)
+        return cp_error_set(err, CP_ERR_INVALID, CP_ERROR_NO_OFFSET, CP_ERROR_NO_TAG,
+                            "%zu presentation contexts proposed", count);
+    for (size_t i = 0; i < count; i++)
+        ts_total += props[i].ts_count;
+    pcs = cp_calloc(count, sizeof *pcs);
+    ts = cp_calloc(ts_total == 0 ? 1 : ts_total, sizeof *ts);
+    if (pcs == NULL || ts == NULL) {
+        st = CP_ERR_NOMEM;
+        goto done;
+    }
+    st = build_rq(cfg, props, count, &rq, pcs, ts, err);
+    if (st != CP_OK)
+        goto done;
+
+    st = assoc_request(u->a, &rq, &ind);
+    if (st != CP_OK) {
+        st = cp_error_set(err, CP_ERR_IO, CP_ERROR_NO_OFFSET, CP_ERROR_NO_TAG,
+                          "association failed: %s", assoc_detail(u->a));
+    } else if (ind == ASSOC_IND_REJECTED) {
+        const pdu_reject *rj = assoc_rejection(u->a);
+
+        st = cp_error_set(err, CP_ERR_UNSUPPORTED, CP_ERROR_NO_OFFSET, CP_ERROR_NO_TAG,
+                          "association rejected (%s, %s; result %u source %u reason %u)",
+                          rj->result == PDU_REJECT_TRANSIENT ? "transient" : "permanent",
+                          reject_text(rj), rj->result, rj->source, rj->reason);
+    } else if (assoc_context_count(u->a) == 0) {
+        assoc_abort(u->a);
+        st = cp_error_set(err, CP_ERR_UNSUPPORTED, CP_ERROR_NO_OFFSET, CP_ERROR_NO_TAG,
+                          "no presentation context accepted");
+    }
+
+done:
+    cp_free(pcs);
+    cp_free(ts);
+    return st;
+}
+
+cp_status scu_connect(const scu_config *cfg, const scu_proposal *props, size_t count,
+                      scu **out, cp_error *err)
+{
+    scu *u;
+    cp_status st;
+
+    *out = NULL;
+    u = cp_calloc(1, sizeof *u);
+    if (u == NULL)
+        return CP_ERR_NOMEM;
+    u->tcp.fd = -1;
+    u->next_message_id = 1;
+    dimse_receiver_init(&u->rx);
+    u->tcp.fd = connect_host(cfg, err);
+    if (u->tcp.fd < 0) {
+        st = CP_ERR_IO;
+        goto fail;
+    }
+    u->a = assoc_create(&assoc_tcp_transport, &u->tcp, &cfg->params);
+    if (u->a == NULL) {
+        st = CP_ERR_NOMEM;
+        goto fail;
+    }
+    st = negotiate(u, cfg, props, count, err);
+    if (st != CP_OK)
+        goto fail;
+    *out = u;
+    return CP_OK;
+
+fail:
+    scu_destroy(u);
+    return st;
+}
+
+uint8_t scu_context_for(const scu *u, const char *abstract_syntax, const char **ts)
+{
+    for (size_t i = 0; i < assoc_context_count(u->a); i++) {
+        const assoc_context *c = assoc_context_at(u->a, i);
+
+        if (strcmp(c->abstract_syntax, abstract_syntax) == 0) {
+            if (ts != NULL)
+                *ts = c->transfer_syntax;
+            return c->id;
+        }
+    }
+    return 0;
+}
+
+cp_status scu_send_command(scu *u, uint8_t pc_id, dimse_command *cmd, cp_error *err)
+{
+    cp_buf buf = CP_BUF_INIT;
+    cp_status st;
+
+    cmd->message_id = u->next_message_id++;
+    cmd->fields |= DIMSE_F_MESSAGE_ID;
+    st = dimse_encode_command(cmd, &buf, err);
+    if (st == CP_OK)
+        st = assoc_send_pdata(u->a, pc_id, true, buf.data, buf.len, true);
+    if (st != CP_OK)
+        cp_error_set(err, st, CP_ERROR_NO_OFFSET, CP_ERROR_NO_TAG, "sending %s failed: %s",
+                     dimse_command_name(cmd->command_field), assoc_detail(u->a));
+    cp_buf_free(&buf);
+    return st;
+}
+
+cp_status scu_send_data(scu *u, uint8_t pc_id, const void *data, size_t len, bool last,
+                        cp_error *err)
+{
+    cp_status st = assoc_send_pdata(u->a, pc_id, false, data, len, last);
+
+    if (st != CP_OK)
+        cp_error_set(err, st, CP_ERROR_NO_OFFSET, CP_ERROR_NO_TAG,
+                     "sending a data set failed: %s", assoc_detail(u->a));
+    return st;
+}
+
+static cp_status on_rsp(void *ctx, uint8_t pc_id, const dimse_command *cmd)
+{
+    scu *u = ctx;
+
+    (void)pc_id;
+    if (!DIMSE_IS_RESPONSE(cmd->command_field))
+        return CP_OK;
+    u->rsp = *cmd;
+    u->have_rsp = true;
+    return CP_OK;
+}
+
+static cp_status on_rsp_data(void *ctx, uint8_t pc_id, const uint8_t *data, size_t len,
+                             bool last)
+{
+    (void)ctx;
+    (void)pc_id;
+    (void)data;
+    (void)len;
+    (void)last;
+    return CP_OK;
+}
+
+cp_status scu_wait_response(scu *u, dimse_command *rsp, cp_error *err)
+{
+    dimse_handler h = { on_rsp, on_rsp_data, u };
+
+    u->have_rsp = false;
+    while (!u->have_rsp) {
+        const pdu_pdata *pd;
+        assoc_ind ind;
+        cp_status st = assoc_step(u->a, &ind);
+
+        if (st != CP_OK || assoc_is_closed(u->a) || assoc_get_state(u->a) == ASSOC_STA13)
+            return cp_error_set(err, CP_ERR_IO, CP_ERROR_NO_OFFSET, CP_ERROR_NO_TAG,
+                                "association ended while waiting: %s", assoc_detail(u->a));
+        if (ind != ASSOC_IND_PDATA)
+            continue;
+        pd = assoc_pdvs(u->a);
+        for (size_t i = 0; pd != NULL && i < pd->count; i++) {
+            st = dimse_receiver_feed(&u->rx, &pd->pdvs[i], &h, err);
+            if (st != CP_OK) {
+                assoc_abort_provider(u->a, PDU_ABORT_INVALID_PARAM);
+                return st;
+            }
+        }
+    }
+    *rsp = u->rsp;
+    return CP_OK;
+}
+
+cp_status scu_echo(scu *u, uint16_t *status, cp_error *err)
+{
+    dimse_command cmd, rsp;
+    uint8_t pc = scu_context_for(u, SCU_VERIFICATION_UID, NULL);
+    cp_status st;
+
+    if (pc == 0)
+        return cp_error_set(err, CP_ERR_UNSUPPORTED, CP_ERROR_NO_OFFSET, CP_ERROR_NO_TAG,
+                            "Verification was not accepted");
+    memset(&cmd, 0, sizeof cmd);
+    cmd.command_field = DIMSE_C_ECHO_RQ;
+    cmd.data_set_type = DIMSE_NO_DATA_SET;
+    cmd.fields = DIMSE_F_AFFECTED_SOP_CLASS;
+    snprintf(cmd.affected_sop_class, sizeof cmd.affected_sop_class, "%s",
+             SCU_VERIFICATION_UID);
+    st = scu_send_command(u, pc, &cmd, err);
+    if (st == CP_OK)
+        st = scu_wait_response(u, &rsp, err);
+    if (st != CP_OK)
+        return st;
+    if (rsp.command_field != DIMSE_C_ECHO_RSP || rsp.responded_to != cmd.message_id)
+        return cp_error_set(err, CP_ERR_MALFORMED, CP_ERROR_NO_OFFSET, CP_ERROR_NO_TAG,
+                            "unexpected %s to C-ECHO-RQ",
+                            dimse_command_name(rsp.command_field));
+    *status = (rsp.fields & DIMSE_F_STATUS) ? rsp.status : DIMSE_CANNOT_UNDERSTAND;
+    return CP_OK;
+}
+
+cp_status scu_release(scu *u, cp_error *err)
+{
+    cp_status st = assoc_release(u->a);
+
+    if (st != CP_OK)
+        cp_error_set(err, st, CP_ERROR_NO_OFFSET, CP_ERROR_NO_TAG, "release failed: %s",
+                     assoc_detail(u->a));
+    return st;
+}
+
+void scu_destroy(scu *u)
+{
+    if (u == NULL)
+        return;
+    if (u->a != NULL) {
+        if (!assoc_is_closed(u->a))
+            assoc_abort(u->a);
+        assoc_destroy(u->a);
+    }
+    dimse_receiver_free(&u->rx);
+    if (u->tcp.fd >= 0)
+        close(u->tcp.fd);
+    cp_free(u);
+}
