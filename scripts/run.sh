@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Builds cloudpacs and runs it on its embedded defaults.
+# Builds cloudpacs and runs it on its embedded defaults: the DICOM service on
+# 127.0.0.1:11112 (AE title CLOUDPACS), the archive in ./cloudpacs-data
+# (SQLite index, files on the local disk). Every setting can be changed in
+# cloudpacs.conf or by CLOUDPACS_* variables (see README.md).
 #
-# The network services do not exist yet: for now this builds the release
-# binary and shows what the DICOM core reads from a sample study that it
-# generates, in the readable dump and as DICOM JSON.
+# The first run also imports a small generated sample study, so that there is
+# something to look at. Ctrl-C stops the service.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,18 +18,27 @@ if [[ ! -d build-release ]]; then
     meson setup build-release --buildtype=release -Dtests=disabled >/dev/null
 fi
 ninja -C build-release src/cli/cloudpacs >/dev/null
+cloudpacs=build-release/src/cli/cloudpacs
+data_dir=${CLOUDPACS_DATA_DIR:-$(pwd)/cloudpacs-data}
+export CLOUDPACS_DATA_DIR=$data_dir
 
-sample=$(mktemp -d)
-trap 'rm -rf "$sample"' EXIT
-/usr/bin/python3 bench/gen_studies.py --out "$sample" --ct 1 --slices 1 --size tiny \
-    --chinese-fraction 1 >/dev/null
-file=$(find "$sample" -name '*.dcm' | sort | head -n 1)
+if [[ ! -e "$data_dir/index.sqlite" ]]; then
+    sample=$(mktemp -d)
+    trap 'rm -rf "$sample"' EXIT
+    /usr/bin/python3 bench/gen_studies.py --out "$sample" --ct 1 --slices 20 --cr 1 \
+        --size small --chinese-fraction 1 --quiet
+    "$cloudpacs" import --source SAMPLE "$sample"
+    rm -rf "$sample"
+    trap - EXIT
+fi
 
-echo "== cloudpacs dump of a generated CT slice =="
-build-release/src/cli/cloudpacs dump --no-pixel "$file"
-echo
-echo "== the same as DICOM JSON (PS3.18 Annex F) =="
-build-release/src/cli/cloudpacs dump --json --pretty --no-pixel "$file"
-echo
-echo "cloudpacs is built at $(pwd)/build-release/src/cli/cloudpacs;"
-echo "run it with --help to see its commands."
+cat <<EOT
+
+cloudpacs is starting. Send studies to it with any DICOM sender, for example:
+  storescu -aec CLOUDPACS 127.0.0.1 ${CLOUDPACS_DICOM_PORT:-11112} FILE.dcm
+  $cloudpacs import FOLDER
+and check it with:
+  $cloudpacs echo 127.0.0.1 ${CLOUDPACS_DICOM_PORT:-11112}
+
+EOT
+exec "$cloudpacs" serve

@@ -71,6 +71,10 @@ step "build (gcc)"
 setup build || exit 1
 ninja -C build || exit 1
 
+step "build (release, as scripts/run.sh builds it)"
+setup build-release --buildtype=release -Dtests=disabled || exit 1
+ninja -C build-release || exit 1
+
 step "build (clang, warnings are errors)"
 CC=clang CXX=clang++ setup build-clang || exit 1
 ninja -C build-clang || exit 1
@@ -88,7 +92,7 @@ step "fuzz targets (${FUZZ_SECONDS:-20}s each)"
 CC=clang CXX=clang++ setup build-fuzz -Dfuzz=true || exit 1
 ninja -C build-fuzz || exit 1
 for target in build-fuzz/tests/fuzz/fuzz_*; do
-    [[ -x "$target" && "$target" != *_replay ]] || continue
+    [[ -f "$target" && -x "$target" && "$target" != *_replay ]] || continue
     name=$(basename "$target")
     corpus="$log_dir/corpus-$name"
     mkdir -p "$corpus"

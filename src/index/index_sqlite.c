@@ -533,7 +533,7 @@ static cp_status sq_migrate(sq_conn *c, cp_error *err)
 {
     char insert[96];
     cp_status st;
-    int version;
+    int version = 0;
 
     st = sq_exec(c, "CREATE TABLE IF NOT EXISTS schema_version(version INTEGER NOT NULL)",
                  err);

@@ -510,7 +510,7 @@ static cp_status decode_common_ext(decoder *d, pdu_user_info *u, const item *it)
     const uint8_t *pos = it->value;
     const uint8_t *end = it->value + it->len;
     const uint8_t *list, *list_end;
-    size_t list_len;
+    size_t list_len = 0;
     pdu_common_ext_neg *all, *c;
     cp_status st;
 
@@ -630,7 +630,7 @@ static cp_status decode_user_info(decoder *d, pdu_user_info *u, const item *ui)
     const uint8_t *end = ui->value + ui->len;
     uint32_t seen = 0;
     size_t count = 0;
-    item it;
+    item it = { 0 };
     cp_status st;
 
     while (pos < end) {
@@ -718,7 +718,7 @@ static cp_status decode_assoc(decoder *d, pdu_assoc *a, const uint8_t *body, siz
     const uint8_t *pos = body + ASSOC_FIXED_LEN;
     const uint8_t *end = body + len;
     bool have_context = false;
-    item it;
+    item it = { 0 };
     cp_status st;
 
     a->protocol_version = get16(body);

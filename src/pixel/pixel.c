@@ -455,8 +455,8 @@ static cp_status palette_channel(const dcm_dataset *ds, dcm_source *src, const p
 {
     const dcm_element *el = dcm_dataset_get(ds, t->data);
     cp_buf buf = CP_BUF_INIT;
-    const uint8_t *data;
-    size_t len;
+    const uint8_t *data = NULL;
+    size_t len = 0;
     bool be = dcm_dataset_big_endian(ds);
     cp_status st;
 
@@ -572,8 +572,8 @@ static cp_status read_eot(px_image *img, const dcm_dataset *ds, dcm_source *src,
         need += len->value_length;
     if (need > 0) {
         cp_buf buf = CP_BUF_INIT;
-        const uint8_t *data;
-        size_t n;
+        const uint8_t *data = NULL;
+        size_t n = 0;
 
         if (need > DCM_VALUE_LOAD_MAX)
             return cp_error_set(err, CP_ERR_LIMIT, (int64_t)off->offset, off->tag,
