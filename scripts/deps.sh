@@ -19,6 +19,7 @@ test_pkgs=(
     libcmocka-dev
     dcmtk
     python3 python3-pydicom python3-pytest python3-numpy
+    libopenjp2-tools openjph-tools
 )
 
 want=("${build_pkgs[@]}")

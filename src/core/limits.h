@@ -408,6 +408,12 @@
  */
 #define SCP_THREAD_STACK          (256u * 1024)
 
+/*
+ * Connections the kernel queues before the accept loop takes them: a burst
+ * of modalities starting together stays below it.
+ */
+#define SCP_LISTEN_BACKLOG        128
+
 /* Seconds the server waits for open associations to end on shutdown. */
 #define SCP_SHUTDOWN_DEADLINE_S   10
 

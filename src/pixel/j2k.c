@@ -137,6 +137,17 @@ static bool j2k_uses_mct(opj_codec_t *codec)
     return mct;
 }
 
+static cp_status j2k_check_header(const px_image *img, const opj_image_t *im, cp_error *err)
+{
+    if (im->x1 <= im->x0 || im->y1 <= im->y0 || im->x1 - im->x0 != img->columns ||
+        im->y1 - im->y0 != img->rows || im->numcomps != img->samples_per_pixel)
+        return cp_error_set(err, CP_ERR_MALFORMED, CP_ERROR_NO_OFFSET, CP_ERROR_NO_TAG,
+                            "JPEG 2000 is %ux%u x%u, the image %ux%u x%u", im->x1 - im->x0,
+                            im->y1 - im->y0, im->numcomps, img->columns, img->rows,
+                            img->samples_per_pixel);
+    return CP_OK;
+}
+
 static cp_status j2k_check(const px_image *img, const opj_image_t *im, px_sample_type type,
                            cp_error *err)
 {
@@ -203,8 +214,17 @@ cp_status px_j2k_decode(const px_image *img, const uint8_t *bytes, size_t len, p
     opj_set_info_handler(codec, j2k_on_quiet, NULL);
 
     opj_set_default_decoder_parameters(&params);
-    if (!opj_setup_decoder(codec, &params) || !opj_read_header(stream, codec, &im) ||
-        !opj_decode(codec, stream, im) || !opj_end_decompress(codec, stream) || msg.failed) {
+    if (!opj_setup_decoder(codec, &params) || !opj_read_header(stream, codec, &im)) {
+        st = cp_error_set(err, CP_ERR_MALFORMED, CP_ERROR_NO_OFFSET, CP_ERROR_NO_TAG,
+                          "JPEG 2000 header: %s", msg.failed ? msg.first : "unreadable");
+        goto done;
+    }
+
+    /* The header's geometry must be the image's before OpenJPEG allocates for it. */
+    st = j2k_check_header(img, im, err);
+    if (st != CP_OK)
+        goto done;
+    if (!opj_decode(codec, stream, im) || !opj_end_decompress(codec, stream) || msg.failed) {
         st = cp_error_set(err, CP_ERR_MALFORMED, CP_ERROR_NO_OFFSET, CP_ERROR_NO_TAG,
                           "JPEG 2000: %s", msg.failed ? msg.first : "decoding failed");
         goto done;

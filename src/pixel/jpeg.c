@@ -109,7 +109,7 @@ static void jpeg_force_rgb(uint8_t *p, size_t len)
         if (marker == 0xEE && seglen >= 14 && memcmp(p + body, "Adobe", 5) == 0)
             p[body + 11] = 0;
         if (marker >= 0xC0 && marker <= 0xCF && marker != 0xC4 && marker != 0xC8 &&
-            marker != 0xCC && seglen >= 8 + 9) {
+            marker != 0xCC && seglen >= 8 + 9 && p[body + 5] == 3) {
             for (int c = 0; c < 3; c++) {
                 ids[c] = p[body + 6 + 3 * c];
                 p[body + 6 + 3 * c] = rgb[c];

@@ -64,16 +64,18 @@ static void jpegls_store(const px_image *img, const uint8_t *buf, size_t bps, bo
 }
 
 /*
- * Whether the stream ends with EOI, allowing one byte of fragment padding.
- * CharLS reads a truncated scan as if zero bits followed, which can cost
- * seconds on a frame of kilobytes before it fails, so a stream without its
- * end is refused first.
+ * Whether EOI stands within the last few bytes (writers pad fragments to an
+ * even length with a byte of their choice). CharLS reads a truncated scan as
+ * if zero bits followed, which can cost seconds on a frame of kilobytes
+ * before it fails, so a stream without its end is refused first.
  */
 static bool jpegls_has_eoi(const uint8_t *p, size_t len)
 {
-    if (len >= 2 && p[len - 2] == 0xFF && p[len - 1] == 0xD9)
-        return true;
-    return len >= 3 && p[len - 3] == 0xFF && p[len - 2] == 0xD9 && p[len - 1] == 0x00;
+    for (size_t back = 2; back <= 4 && back <= len; back++) {
+        if (p[len - back] == 0xFF && p[len - back + 1] == 0xD9)
+            return true;
+    }
+    return false;
 }
 
 cp_status px_jpegls_decode(const px_image *img, const uint8_t *bytes, size_t len,

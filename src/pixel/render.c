@@ -668,18 +668,18 @@ static void axis_normalise(double *w, uint32_t n, int32_t *out)
 static cp_status axis_build(uint32_t in, uint32_t out, render_axis *a, cp_error *err)
 {
     double scale = (double)out / in;
-    double w[64];
+    double *w;
 
     a->max_taps = scale < 1 ? (uint32_t)ceil(1 / scale) + 1 : 2;
-    if (a->max_taps > 64)
-        return cp_error_set(err, CP_ERR_LIMIT, CP_ERROR_NO_OFFSET, CP_ERROR_NO_TAG,
-                            "shrinking %u to %u pixels", in, out);
+    w = cp_malloc(a->max_taps * sizeof(double));
     a->first = cp_calloc(out, sizeof(uint32_t));
     a->count = cp_calloc(out, sizeof(uint32_t));
     a->weight = cp_calloc((size_t)out * a->max_taps, sizeof(int32_t));
-    if (a->first == NULL || a->count == NULL || a->weight == NULL)
+    if (w == NULL || a->first == NULL || a->count == NULL || a->weight == NULL) {
+        cp_free(w);
         return cp_error_set(err, CP_ERR_NOMEM, CP_ERROR_NO_OFFSET, CP_ERROR_NO_TAG,
                             "scaling weights");
+    }
 
     for (uint32_t i = 0; i < out; i++) {
         uint32_t n = 0, first;
@@ -719,6 +719,7 @@ static cp_status axis_build(uint32_t in, uint32_t out, render_axis *a, cp_error 
         a->count[i] = n;
         axis_normalise(w, n, a->weight + (size_t)i * a->max_taps);
     }
+    cp_free(w);
     return CP_OK;
 }
 

@@ -86,17 +86,32 @@ static int teardown(void **state)
     return 0;
 }
 
-static void open_case(const codec_case *c, opened *o)
+/* Opens a case; false (with the reason printed) only when `soft` and it cannot be read. */
+static bool open_case_soft(const codec_case *c, opened *o, bool soft)
 {
     cp_error err;
+    cp_status st;
 
     memset(o, 0, sizeof(*o));
     cp_error_clear(&err);
-    if (dcm_file_read_path(c->dicom, NULL, &o->file, &err) != CP_OK)
-        fail_msg("%s: read: %s", c->name, err.detail);
-    assert_int_equal(dcm_source_open_file(c->dicom, &o->src, &err), CP_OK);
-    if (px_image_init(&o->img, o->file, o->src, &err) != CP_OK)
-        fail_msg("%s: image: %s", c->name, err.detail);
+    st = dcm_file_read_path(c->dicom, NULL, &o->file, &err);
+    if (st == CP_OK)
+        st = dcm_source_open_file(c->dicom, &o->src, &err);
+    if (st == CP_OK)
+        st = px_image_init(&o->img, o->file, o->src, &err);
+    if (st == CP_OK)
+        return true;
+    if (!soft)
+        fail_msg("%s: %s", c->name, err.detail);
+    print_message("  %-36s not read: %s\n", c->name, err.detail);
+    dcm_source_destroy(o->src);
+    dcm_file_destroy(o->file);
+    return false;
+}
+
+static void open_case(const codec_case *c, opened *o)
+{
+    open_case_soft(c, o, false);
 }
 
 static void close_case(opened *o)
@@ -153,7 +168,8 @@ static void check_case(const codec_case *c)
     uint64_t total_diff = 0, samples = 0;
     int64_t worst = 0;
 
-    open_case(c, &o);
+    if (!open_case_soft(c, &o, strcmp(c->expect, "any") == 0))
+        return;
     if (strcmp(c->ref, "-") != 0) {
         ref = read_all(c->ref, &ref_len);
         assert_non_null(ref);
@@ -169,10 +185,17 @@ static void check_case(const codec_case *c)
 
         cp_error_clear(&err);
         st = px_frame_bytes(&o.img, o.src, i, &bytes, &err);
-        if (st != CP_OK)
+        if (st != CP_OK && strcmp(c->expect, "any") != 0)
             fail_msg("%s frame %u: bytes: %s", c->name, i, err.detail);
-        st = px_decode_frame(&o.img, bytes.data, bytes.len, &frame, &err);
+        st = st != CP_OK ? st : px_decode_frame(&o.img, bytes.data, bytes.len, &frame, &err);
         cp_buf_free(&bytes);
+        if (strcmp(c->expect, "any") == 0) {
+            print_message("  %-36s frame %u: %s %s\n", c->name, i, cp_status_name(st),
+                          st == CP_OK ? "" : err.detail);
+            if (st == CP_OK)
+                px_frame_clear(&frame);
+            continue;
+        }
         if (strcmp(c->expect, "unsupported") == 0) {
             assert_int_equal(st, CP_ERR_UNSUPPORTED);
             continue;
@@ -375,6 +398,68 @@ static void test_htj2k_encoder_vs_ojph_expand(void **state)
     px_frame_clear(&frame);
 }
 
+/* The offset of main-header marker `marker` (FF xx) of a J2K codestream, or 0. */
+static size_t find_marker(const uint8_t *p, size_t len, uint8_t marker)
+{
+    size_t i = 2;
+
+    while (i + 4 <= len && p[i] == 0xFF && p[i + 1] != 0x90) {
+        if (p[i + 1] == marker)
+            return i;
+        i += 2 + (size_t)(p[i + 2] << 8 | p[i + 3]);
+    }
+    return 0;
+}
+
+/*
+ * Headers that make Debian's OpenJPH 0.9 crash or abort (a tile grid offset
+ * past the image, an unknown progression order, quantization that does not
+ * match the decomposition levels) must be refused before it sees them.
+ */
+static void test_htj2k_hostile_headers(void **state)
+{
+    fixture *fx = *state;
+    const codec_case *c = NULL;
+    cp_buf bytes = CP_BUF_INIT;
+    uint8_t *copy;
+    size_t siz, cod, qcd;
+    opened o;
+
+    for (size_t i = 0; i < fx->count; i++)
+        if (strcmp(fx->cases[i].name, "htj2k_gray8_lossless") == 0)
+            c = &fx->cases[i];
+    assert_non_null(c);
+    open_case(c, &o);
+    assert_int_equal(px_frame_bytes(&o.img, o.src, 0, &bytes, NULL), CP_OK);
+    siz = find_marker(bytes.data, bytes.len, 0x51);
+    cod = find_marker(bytes.data, bytes.len, 0x52);
+    qcd = find_marker(bytes.data, bytes.len, 0x5C);
+    assert_true(siz > 0 && cod > 0 && qcd > 0);
+    copy = malloc(bytes.len);
+    assert_non_null(copy);
+
+    memcpy(copy, bytes.data, bytes.len);
+    copy[siz + 4 + 33] = 0x32;      /* YTOsiz past YOsiz */
+    assert_int_equal(decode_damaged(&o.img, copy, bytes.len), CP_ERR_MALFORMED);
+
+    memcpy(copy, bytes.data, bytes.len);
+    copy[cod + 4 + 1] = 7;          /* progression order */
+    assert_int_equal(decode_damaged(&o.img, copy, bytes.len), CP_ERR_MALFORMED);
+
+    memcpy(copy, bytes.data, bytes.len);
+    copy[cod + 4 + 5] += 1;         /* one more level than QCD has subbands for */
+    assert_int_equal(decode_damaged(&o.img, copy, bytes.len), CP_ERR_MALFORMED);
+
+    memcpy(copy, bytes.data, bytes.len);
+    copy[qcd + 4] = (uint8_t)((copy[qcd + 4] & 0xE0) | 1);     /* derived style */
+    assert_int_equal(decode_damaged(&o.img, copy, bytes.len), CP_ERR_MALFORMED);
+
+    assert_int_equal(decode_damaged(&o.img, bytes.data, bytes.len), CP_OK);
+    free(copy);
+    cp_buf_free(&bytes);
+    close_case(&o);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -382,6 +467,7 @@ int main(void)
         cmocka_unit_test(test_damaged_codestreams),
         cmocka_unit_test(test_htj2k_round_trip),
         cmocka_unit_test(test_htj2k_encoder_vs_ojph_expand),
+        cmocka_unit_test(test_htj2k_hostile_headers),
     };
 
     return cmocka_run_group_tests(tests, setup, teardown);
