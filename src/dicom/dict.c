@@ -93,7 +93,8 @@ static const dcm_dict_entry *lookup_uncached(uint32_t tag)
  * direct-mapped cache per thread answers those without the binary search.
  * Keys carry bit 32 so that an empty slot never matches a tag.
  */
-#define DICT_CACHE_SLOTS 512u
+#define DICT_CACHE_SLOTS 1024u
+#define DICT_CACHE_SHIFT 22       /* 32 - log2(DICT_CACHE_SLOTS) */
 
 typedef struct dict_cache_slot {
     uint64_t key;
@@ -104,7 +105,8 @@ static _Thread_local dict_cache_slot dict_cache[DICT_CACHE_SLOTS];
 
 const dcm_dict_entry *dcm_dict_lookup(uint32_t tag)
 {
-    uint32_t hash = (tag ^ (tag >> 16) * 0x9E37u) % DICT_CACHE_SLOTS;
+    /* Fibonacci hashing: the top bits of the product mix group and element. */
+    uint32_t hash = (uint32_t)(tag * 0x9E3779B1u) >> DICT_CACHE_SHIFT;
     dict_cache_slot *slot = &dict_cache[hash];
     uint64_t key = (uint64_t)tag | (UINT64_C(1) << 32);
 
