@@ -32,12 +32,22 @@ count_meson() {
 # Adds the counts of a pytest run to the totals.
 count_pytest() {
     local line p f e
-    line=$(grep -E '^=+ .*(passed|failed|error).* in [0-9.]+s' "$1" | tail -n 1)
+    line=$(grep -E '[0-9]+ (passed|failed|errors?)\b.* in [0-9.]+s' "$1" | tail -n 1)
     p=$(grep -oE '[0-9]+ passed' <<<"$line" | awk '{print $1}')
     f=$(grep -oE '[0-9]+ failed' <<<"$line" | awk '{print $1}')
     e=$(grep -oE '[0-9]+ error' <<<"$line" | awk '{print $1}')
     passed=$((passed + ${p:-0}))
     failed=$((failed + ${f:-0} + ${e:-0}))
+}
+
+# Counts a runner's results with $2 over its log $3; a runner that failed
+# (status $1) without reporting a failure still counts as one.
+runner_status() {
+    local status=$1 before=$failed
+    "$2" "$3"
+    if [[ $status -ne 0 && $failed -eq $before ]]; then
+        failed=$((failed + 1))
+    fi
 }
 
 setup() {
@@ -61,7 +71,7 @@ if [[ "${1:-}" == "--sanitize" ]]; then
     ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
         meson test -C build-sanitize --suite unit --suite fuzz-corpus --print-errorlogs \
         | tee "$log_dir/sanitize.log"
-    count_meson "$log_dir/sanitize.log"
+    runner_status ${PIPESTATUS[0]} count_meson "$log_dir/sanitize.log"
     echo "sanitize: $passed passed, $failed failed"
     [[ $failed -eq 0 ]]
     exit
@@ -81,12 +91,12 @@ ninja -C build-clang || exit 1
 
 step "unit tests, fuzz corpora, benchmarks at a tiny size"
 meson test -C build --print-errorlogs | tee "$log_dir/meson.log"
-count_meson "$log_dir/meson.log"
+runner_status ${PIPESTATUS[0]} count_meson "$log_dir/meson.log"
 
 step "integration tests"
 CLOUDPACS_BIN="$root/build/src/cli/cloudpacs" /usr/bin/python3 -m pytest -q \
     -p no:cacheprovider tests/integration | tee "$log_dir/pytest.log"
-count_pytest "$log_dir/pytest.log"
+runner_status ${PIPESTATUS[0]} count_pytest "$log_dir/pytest.log"
 
 step "fuzz targets (${FUZZ_SECONDS:-20}s each)"
 CC=clang CXX=clang++ setup build-fuzz -Dfuzz=true || exit 1
