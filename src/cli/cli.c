@@ -13,6 +13,9 @@ static const cli_command commands[] = {
     { "serve", "run the cloudpacs services (today: the DICOM service)", cli_serve_run,
       cli_serve_usage },
     { "echo", "check a DICOM peer with C-ECHO", cli_echo_run, cli_echo_usage },
+    { "send", "send DICOM files or a stored study with C-STORE", cli_send_run,
+      cli_send_usage },
+    { "find", "query a DICOM peer with C-FIND", cli_find_run, cli_find_usage },
     { NULL, NULL, NULL, NULL },
 };
 

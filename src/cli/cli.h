@@ -36,6 +36,12 @@ void cli_serve_usage(FILE *out);
 int cli_echo_run(int argc, char **argv);
 void cli_echo_usage(FILE *out);
 
+int cli_send_run(int argc, char **argv);
+void cli_send_usage(FILE *out);
+
+int cli_find_run(int argc, char **argv);
+void cli_find_usage(FILE *out);
+
 /* The command table, ending with an entry whose name is NULL. */
 const cli_command *cli_commands(void);
 

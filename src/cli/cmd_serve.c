@@ -2,7 +2,8 @@
  * cmd_serve.c - `cloudpacs serve`: the services of cloudpacs in one
  * process. For now the DICOM service (PS3.8 upper layer, C-ECHO and
  * C-STORE as SCP, through net/scp.h), with every received instance stored
- * through the archive pipeline (archive.h) into the data directory.
+ * through the archive pipeline (archive.h) into the data directory, and
+ * C-FIND, C-MOVE and C-GET answered from it (net/qr.h).
  *
  * Configuration (cloudpacs.conf, every key overridable by CLOUDPACS_*):
  *
@@ -13,6 +14,8 @@
  *            address, false otherwise)
  *   [ae.NAME] host, port, allow = store,query,retrieve; title (NAME)
  *   [archive] duplicate_policy = keep | overwrite | reject
+ *   [http]   port (8042), bind (127.0.0.1), token (none: open): the web
+ *            service, DICOMweb under /dicom-web (dicomweb/dicomweb.h)
  */
 #include <signal.h>
 #include <stdbool.h>
@@ -27,8 +30,11 @@
 #include "core/config.h"
 #include "core/limits.h"
 #include "core/log.h"
+#include "dicomweb/dicomweb.h"
 #include "dicom/ts.h"
+#include "http/http.h"
 #include "index/index.h"
+#include "net/qr.h"
 #include "net/scp.h"
 #include "store/store.h"
 
@@ -46,6 +52,9 @@ typedef struct serve_state {
     index_db *idx;
     archive *arc;
     scp *server;
+    qr *qr;                             /* C-FIND, C-MOVE, C-GET (net/qr.h) */
+    http_server *web;
+    dweb_service *dweb;
     scp_remote_ae *aes;
     size_t ae_count;
     char data_dir[SERVE_PATH_MAX];
@@ -54,6 +63,9 @@ typedef struct serve_state {
 
 /* The server scp_stop is called on from the signal handler. */
 static scp *volatile serve_running;
+
+/* Set by the signal handler, for a process that runs the web service alone. */
+static volatile sig_atomic_t serve_stop_asked;
 
 void cli_serve_usage(FILE *out)
 {
@@ -67,7 +79,9 @@ void cli_serve_usage(FILE *out)
         "options:\n"
         "  --config FILE     the configuration file (default: $CLOUDPACS_CONFIG,\n"
         "                    else built-in defaults and CLOUDPACS_* variables)\n"
-        "  --services LIST   services to run, comma-separated (default: dicom)\n"
+        "  --services LIST   services to run, comma-separated: dicom, web\n"
+        "                    (default: dicom,web; a busy web port is then only a\n"
+        "                    warning)\n"
         "  -h, --help        this text\n"
         "\n"
         "configuration keys (each also CLOUDPACS_<SECTION>_<KEY>):\n"
@@ -80,6 +94,8 @@ void cli_serve_usage(FILE *out)
         "  [ae.NAME] a remote AE: host, port, allow = store,query,retrieve,\n"
         "          title (default NAME)\n"
         "  [archive] duplicate_policy = keep | overwrite | reject\n"
+        "  [http]  port (8042; CLOUDPACS_HTTP_PORT), bind (127.0.0.1), token\n"
+        "          (when set, requests need \"Authorization: Bearer TOKEN\")\n"
         "\n"
         "exit status: 0 after a clean shutdown; 4 when the configuration is\n"
         "wrong; 1 when the data directory or the port cannot be opened.\n",
@@ -91,7 +107,7 @@ static int parse_args(int argc, char **argv, serve_args *args)
 {
     memset(args, 0, sizeof *args);
     args->config = getenv("CLOUDPACS_CONFIG");
-    args->services = "dicom";
+    args->services = NULL;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--config") == 0 && i + 1 < argc) {
             args->config = argv[++i];
@@ -105,14 +121,15 @@ static int parse_args(int argc, char **argv, serve_args *args)
     return CLI_EXIT_OK;
 }
 
-/* Only "dicom" exists yet; the others are accepted with a warning. */
-static int check_services(const char *list, bool *dicom)
+/* "dicom" and "web" exist; the others are accepted with a warning. */
+static int check_services(const char *list, bool *dicom, bool *web)
 {
-    static const char *const later[] = { "web", "ingest", "dispatch" };
+    static const char *const later[] = { "ingest", "dispatch" };
     char copy[256];
     char *save = NULL;
 
     *dicom = false;
+    *web = false;
     snprintf(copy, sizeof copy, "%s", list);
     for (char *tok = strtok_r(copy, ", ", &save); tok != NULL;
          tok = strtok_r(NULL, ", ", &save)) {
@@ -120,6 +137,11 @@ static int check_services(const char *list, bool *dicom)
 
         if (strcmp(tok, "dicom") == 0 || strcmp(tok, "all") == 0) {
             *dicom = true;
+            *web = *web || strcmp(tok, "all") == 0;
+            continue;
+        }
+        if (strcmp(tok, "web") == 0) {
+            *web = true;
             continue;
         }
         for (size_t i = 0; i < sizeof later / sizeof later[0]; i++)
@@ -358,9 +380,34 @@ fail:
     return CLI_EXIT_FAILURE;
 }
 
+/* Query/retrieve runs once the archive is open, before any association. */
+static void serve_qr(void *ctx, scp_qr_call *call)
+{
+    serve_state *s = ctx;
+
+    qr_serve(s->qr, call);
+}
+
+static int open_qr(serve_state *s, const scp_config *sc)
+{
+    qr_config qc;
+
+    memset(&qc, 0, sizeof qc);
+    qc.idx = s->idx;
+    qc.st = s->st;
+    qc.ae_title = sc->ae_title;
+    qc.params = sc->params;
+    if (qr_create(&qc, &s->qr) != CP_OK)
+        return CLI_EXIT_FAILURE;
+    return CLI_EXIT_OK;
+}
+
 static void serve_close(serve_state *s)
 {
     scp_destroy(s->server);
+    qr_destroy(s->qr);
+    http_server_destroy(s->web);
+    dweb_destroy(s->dweb);
     archive_destroy(s->arc);
     index_destroy(s->idx);
     store_destroy(s->st);
@@ -375,6 +422,7 @@ static void on_signal(int sig)
     scp *server = serve_running;
 
     (void)sig;
+    serve_stop_asked = 1;
     if (server != NULL)
         scp_stop(server);
 }
@@ -437,6 +485,8 @@ static int listen_dicom(serve_state *s, scp_config *sc)
     sc->store.finish = ingest_finish;
     sc->store.abort = ingest_abort;
     sc->store.ctx = s;
+    sc->qr.run = serve_qr;
+    sc->qr.ctx = s;
     if (scp_create(sc, &s->server, &err) != CP_OK)
         return config_error(&err);
     if (scp_listen(s->server, &err) != CP_OK) {
@@ -469,18 +519,84 @@ static int run_dicom(serve_state *s, const scp_config *sc)
     return CLI_EXIT_OK;
 }
 
+/*
+ * Starts the web service once the archive exists. When it was not asked for
+ * by name (the default list), a port that cannot be bound only warns, so
+ * that several DICOM-only servers can run side by side.
+ */
+static int start_web(serve_state *s, bool required)
+{
+    http_config hc;
+    dweb_config dc = { s->arc, s->idx, s->st };
+    int64_t port = 0;
+    char text[CP_ERROR_DETAIL_MAX + 64];
+    const char *token;
+    cp_error err;
+
+    cp_error_clear(&err);
+    memset(&hc, 0, sizeof hc);
+    hc.bind_address = cp_config_get(s->cfg, "http", "bind", "127.0.0.1");
+    token = cp_config_get(s->cfg, "http", "token", "");
+    hc.static_token = token[0] != '\0' ? token : NULL;
+    if (cp_config_get_int(s->cfg, "http", "port", 8042, 0, 65535, &port, &err) != CP_OK)
+        return config_error(&err);
+    hc.port = (uint16_t)port;
+    if (http_server_create(&hc, &s->web, &err) != CP_OK ||
+        dweb_register(s->web, &dc, &s->dweb, &err) != CP_OK)
+        return config_error(&err);
+    if (http_server_start(s->web, &err) != CP_OK) {
+        cp_error_format(&err, text, sizeof text);
+        http_server_destroy(s->web);
+        s->web = NULL;
+        if (!required) {
+            cp_log_warn("serve.web_unavailable", "port=%u detail=\"%s\"", hc.port, text);
+            return CLI_EXIT_OK;
+        }
+        fprintf(stderr, "cloudpacs serve: web service: %s\n", text);
+        return CLI_EXIT_FAILURE;
+    }
+    cp_log_info("serve.web_ready", "http_port=%u bind=%s auth=%s", http_server_port(s->web),
+                hc.bind_address, hc.static_token != NULL ? "token" : "none");
+    printf("cloudpacs: web service ready: DICOMweb at http://%s:%u%s\n", hc.bind_address,
+           http_server_port(s->web), DWEB_PREFIX);
+    fflush(stdout);
+    return CLI_EXIT_OK;
+}
+
+/*
+ * Without the DICOM service, the process waits here for SIGINT or SIGTERM;
+ * they are blocked but while sigsuspend waits, so none is missed between
+ * the test of the flag and the wait.
+ */
+static int run_web_alone(const serve_state *s)
+{
+    sigset_t block, old;
+
+    sigemptyset(&block);
+    sigaddset(&block, SIGINT);
+    sigaddset(&block, SIGTERM);
+    sigprocmask(SIG_BLOCK, &block, &old);
+    install_signals();
+    while (!serve_stop_asked)
+        sigsuspend(&old);
+    sigprocmask(SIG_SETMASK, &old, NULL);
+    cp_log_info("serve.stopped", "http_port=%u", s->web != NULL ? http_server_port(s->web) : 0);
+    return CLI_EXIT_OK;
+}
+
 int cli_serve_run(int argc, char **argv)
 {
     serve_args args;
     serve_state s;
     scp_config sc;
-    bool dicom;
+    bool dicom, web;
     int rc;
 
     memset(&s, 0, sizeof s);
     rc = parse_args(argc, argv, &args);
     if (rc == CLI_EXIT_OK)
-        rc = check_services(args.services, &dicom);
+        rc = check_services(args.services != NULL ? args.services : "dicom,web", &dicom,
+                            &web);
     if (rc != CLI_EXIT_OK)
         return rc;
     rc = load_config(&args, &s);
@@ -491,7 +607,15 @@ int cli_serve_run(int argc, char **argv)
     if (rc == CLI_EXIT_OK)
         rc = open_data(&s);
     if (rc == CLI_EXIT_OK && dicom)
+        rc = open_qr(&s, &sc);
+    if (rc == CLI_EXIT_OK && web)
+        rc = start_web(&s, args.services != NULL);
+    if (rc == CLI_EXIT_OK && dicom)
         rc = run_dicom(&s, &sc);
+    else if (rc == CLI_EXIT_OK && web)
+        rc = run_web_alone(&s);
+    if (s.web != NULL)
+        http_server_stop(s.web, 2000);
     serve_close(&s);
     return rc;
 }

@@ -452,4 +452,81 @@
 /* Directory levels below the store root that archive_repair walks. */
 #define ARCHIVE_REPAIR_DEPTH_MAX  8
 
+/* --- DICOMweb (src/dicomweb) ------------------------------------------------ */
+
+/*
+ * Attributes a QIDO-RS request may name with includefield (PS3.18 8.3.4.3).
+ * The service returns at most some forty attributes per level, so a request
+ * naming more is hostile or mistaken.
+ */
+#define DWEB_INCLUDE_MAX          128
+
+/* Bytes of the Warning header that lists the query keys a search ignored. */
+#define DWEB_WARNING_MAX          512
+
+/*
+ * Results one QIDO-RS response holds at most, whatever limit the client
+ * asks (PS3.18 8.3.4.4 lets the origin server cap it with a Warning): a
+ * study-level row is about 1.5 KB of JSON, so a page stays under 16 MB.
+ */
+#define DWEB_QIDO_ROWS_MAX        10000
+
+/* Bytes of a URL the service builds (RetrieveURL, BulkDataURI). */
+#define DWEB_URL_MAX              2048
+
+/*
+ * Bytes read from a blob per producer call when WADO-RS streams instances:
+ * one read per call keeps a slow client from making a request hold more.
+ */
+#define DWEB_STREAM_CHUNK         (256u * 1024)
+
+/* Frame numbers one WADO-RS frames request may list (PS3.18 10.4.1.1.6). */
+#define DWEB_FRAMES_MAX           1024
+
+/* Instances one STOW-RS response reports; more parts fail the request. */
+#define DWEB_STOW_INSTANCES_MAX   HTTP_MULTIPART_PARTS_MAX
+
+/*
+ * Bytes of metadata answers (PS3.18 10.4.1.1.2) the service keeps in memory,
+ * keyed by their ETag, so that a viewer opening a study again is answered
+ * without reading its blobs. A CT series of 500 slices is about 6 MB of
+ * JSON: 256 MB holds a working day's studies on one reading station.
+ */
+#define DWEB_METADATA_CACHE_MAX   (256u * 1024 * 1024)
+
+/* The largest single answer kept in that cache; larger ones are streamed each time. */
+#define DWEB_METADATA_ENTRY_MAX   (32u * 1024 * 1024)
+
+/* Answers the cache holds at most, whatever their size. */
+#define DWEB_METADATA_ENTRIES_MAX 1024
+
+/* --- query/retrieve (net/qr.c, PS3.4 C.4) ------------------------------- */
+
+/*
+ * Bytes of a C-FIND, C-MOVE or C-GET identifier the SCP gathers: a query of
+ * every key PS3.4 C.6 lists is a few kilobytes; more is not a query.
+ */
+#define QR_IDENTIFIER_MAX         (64u * 1024)
+
+/* Elements of one identifier the SCP considers (keys and return keys). */
+#define QR_KEYS_MAX               256
+
+/*
+ * Instances one C-MOVE or C-GET retrieves: the sub-operation counts of
+ * PS3.7 are 16-bit, so a larger retrieve could not report its progress.
+ */
+#define QR_RETRIEVE_MAX           65535u
+
+/* Patients one patient-level C-FIND groups its studies into. */
+#define QR_PATIENTS_MAX           10000
+
+/* Bytes read from a stored blob per P-DATA sent by a C-STORE sub-operation. */
+#define QR_STREAM_CHUNK           (64u * 1024)
+
+/*
+ * Bytes of an instance loaded whole to change its syntax between Explicit
+ * and Implicit VR Little Endian for a peer that takes only the other.
+ */
+#define QR_TRANSCODE_MAX          (256u * 1024 * 1024)
+
 #endif

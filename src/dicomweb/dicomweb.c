@@ -1,0 +1,247 @@
+/*
+ * dicomweb.c - the DICOMweb service (PS3.18 section 10): its routes under
+ * /dicom-web (the Studies Service resources of PS3.18 10.3, Table 10.3-1)
+ * and the small helpers the QIDO-RS, WADO-RS and STOW-RS files share.
+ */
+#include "dicomweb/dicomweb.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "core/alloc.h"
+#include "core/limits.h"
+#include "dicomweb/qido.h"
+#include "dicomweb/stow.h"
+#include "dicomweb/wado.h"
+
+/* Bytes of an ETag kept as a cache key (ours are 40). */
+#define DWEB_ETAG_MAX 64
+
+typedef struct dweb_cache_entry {
+    char etag[DWEB_ETAG_MAX];
+    uint8_t *data;
+    size_t len;
+    uint64_t used;              /* the tick of its last use */
+} dweb_cache_entry;
+
+struct dweb_service {
+    dweb_config cfg;
+    pthread_mutex_t lock;       /* guards the cache */
+    dweb_cache_entry *cache;    /* DWEB_METADATA_ENTRIES_MAX slots */
+    size_t cache_bytes;
+    uint64_t tick;
+};
+
+typedef struct dweb_route {
+    unsigned methods;
+    const char *pattern;
+    unsigned flags;
+    http_handler_fn handler;
+} dweb_route;
+
+/*
+ * In registration order: the router tries them in turn, so the fixed
+ * segments (metadata, frames, bulkdata) come before nothing that could
+ * shadow them; every pattern has its own segment count anyway.
+ */
+static const dweb_route dweb_routes[] = {
+    { HTTP_GET, DWEB_PREFIX "/studies", 0, dweb_qido_handle },
+    { HTTP_GET, DWEB_PREFIX "/series", 0, dweb_qido_handle },
+    { HTTP_GET, DWEB_PREFIX "/instances", 0, dweb_qido_handle },
+    { HTTP_GET, DWEB_PREFIX "/studies/{study}/series", 0, dweb_qido_handle },
+    { HTTP_GET, DWEB_PREFIX "/studies/{study}/instances", 0, dweb_qido_handle },
+    { HTTP_GET, DWEB_PREFIX "/studies/{study}/series/{series}/instances", 0,
+      dweb_qido_handle },
+
+    { HTTP_GET, DWEB_PREFIX "/studies/{study}", 0, dweb_wado_retrieve },
+    { HTTP_GET, DWEB_PREFIX "/studies/{study}/series/{series}", 0, dweb_wado_retrieve },
+    { HTTP_GET, DWEB_PREFIX "/studies/{study}/series/{series}/instances/{instance}", 0,
+      dweb_wado_retrieve },
+    { HTTP_GET, DWEB_PREFIX "/studies/{study}/metadata", 0, dweb_wado_metadata },
+    { HTTP_GET, DWEB_PREFIX "/studies/{study}/series/{series}/metadata", 0,
+      dweb_wado_metadata },
+    { HTTP_GET, DWEB_PREFIX "/studies/{study}/series/{series}/instances/{instance}/metadata",
+      0, dweb_wado_metadata },
+    { HTTP_GET,
+      DWEB_PREFIX "/studies/{study}/series/{series}/instances/{instance}/frames/{frames}",
+      0, dweb_wado_frames },
+    { HTTP_GET,
+      DWEB_PREFIX "/studies/{study}/series/{series}/instances/{instance}/bulkdata/*",
+      0, dweb_wado_bulkdata },
+
+    { HTTP_POST, DWEB_PREFIX "/studies", HTTP_ROUTE_LARGE_BODY, dweb_stow_handle },
+    { HTTP_POST, DWEB_PREFIX "/studies/{study}", HTTP_ROUTE_LARGE_BODY, dweb_stow_handle },
+};
+
+cp_status dweb_register(http_server *srv, const dweb_config *cfg, dweb_service **out,
+                        cp_error *err)
+{
+    dweb_service *svc;
+
+    *out = NULL;
+    if (cfg->arc == NULL || cfg->idx == NULL || cfg->st == NULL)
+        return cp_error_set(err, CP_ERR_INVALID, CP_ERROR_NO_OFFSET, CP_ERROR_NO_TAG,
+                            "DICOMweb needs an archive, an index and a store");
+    svc = cp_calloc(1, sizeof *svc);
+    if (svc == NULL)
+        return cp_error_set(err, CP_ERR_NOMEM, CP_ERROR_NO_OFFSET, CP_ERROR_NO_TAG,
+                            "out of memory");
+    svc->cfg = *cfg;
+    svc->cache = cp_calloc(DWEB_METADATA_ENTRIES_MAX, sizeof *svc->cache);
+    if (svc->cache == NULL || pthread_mutex_init(&svc->lock, NULL) != 0) {
+        cp_free(svc->cache);
+        cp_free(svc);
+        return cp_error_set(err, CP_ERR_NOMEM, CP_ERROR_NO_OFFSET, CP_ERROR_NO_TAG,
+                            "out of memory");
+    }
+
+    for (size_t i = 0; i < sizeof dweb_routes / sizeof dweb_routes[0]; i++) {
+        const dweb_route *r = &dweb_routes[i];
+        cp_status st = http_server_route(srv, r->methods, r->pattern, r->flags, r->handler,
+                                         svc);
+
+        if (st != CP_OK) {
+            dweb_destroy(svc);
+            return cp_error_set(err, st, CP_ERROR_NO_OFFSET, CP_ERROR_NO_TAG,
+                                "cannot register %s", r->pattern);
+        }
+    }
+    *out = svc;
+    return CP_OK;
+}
+
+void dweb_destroy(dweb_service *svc)
+{
+    if (svc == NULL)
+        return;
+    for (size_t i = 0; i < DWEB_METADATA_ENTRIES_MAX; i++)
+        cp_free(svc->cache[i].data);
+    cp_free(svc->cache);
+    pthread_mutex_destroy(&svc->lock);
+    cp_free(svc);
+}
+
+cp_status dweb_cache_get(dweb_service *svc, const char *etag, cp_buf *out)
+{
+    cp_status st = CP_ERR_NOT_FOUND;
+
+    pthread_mutex_lock(&svc->lock);
+    for (size_t i = 0; i < DWEB_METADATA_ENTRIES_MAX; i++) {
+        dweb_cache_entry *e = &svc->cache[i];
+
+        if (e->data == NULL || strcmp(e->etag, etag) != 0)
+            continue;
+        e->used = ++svc->tick;
+        st = cp_buf_append(out, e->data, e->len);
+        break;
+    }
+    pthread_mutex_unlock(&svc->lock);
+    return st;
+}
+
+/* The least recently used answer held, or NULL when the cache is empty. */
+static dweb_cache_entry *cache_lru(dweb_service *svc)
+{
+    dweb_cache_entry *lru = NULL;
+
+    for (size_t i = 0; i < DWEB_METADATA_ENTRIES_MAX; i++)
+        if (svc->cache[i].data != NULL && (lru == NULL || svc->cache[i].used < lru->used))
+            lru = &svc->cache[i];
+    return lru;
+}
+
+static void cache_drop(dweb_service *svc, dweb_cache_entry *e)
+{
+    svc->cache_bytes -= e->len;
+    cp_free(e->data);
+    memset(e, 0, sizeof *e);
+}
+
+void dweb_cache_put(dweb_service *svc, const char *etag, uint8_t *data, size_t len)
+{
+    dweb_cache_entry *e;
+
+    if (len > DWEB_METADATA_ENTRY_MAX || strlen(etag) >= DWEB_ETAG_MAX) {
+        cp_free(data);
+        return;
+    }
+    pthread_mutex_lock(&svc->lock);
+    for (size_t i = 0; i < DWEB_METADATA_ENTRIES_MAX; i++)
+        if (svc->cache[i].data != NULL && strcmp(svc->cache[i].etag, etag) == 0)
+            cache_drop(svc, &svc->cache[i]);
+    while (svc->cache_bytes + len > DWEB_METADATA_CACHE_MAX && (e = cache_lru(svc)) != NULL)
+        cache_drop(svc, e);
+
+    e = NULL;
+    for (size_t i = 0; i < DWEB_METADATA_ENTRIES_MAX && e == NULL; i++)
+        if (svc->cache[i].data == NULL)
+            e = &svc->cache[i];
+    if (e == NULL) {
+        e = cache_lru(svc);
+        cache_drop(svc, e);
+    }
+    snprintf(e->etag, sizeof e->etag, "%s", etag);
+    e->data = data;
+    e->len = len;
+    e->used = ++svc->tick;
+    svc->cache_bytes += len;
+    pthread_mutex_unlock(&svc->lock);
+}
+
+const dweb_config *dweb_service_config(const dweb_service *svc)
+{
+    return &svc->cfg;
+}
+
+cp_status dweb_json_string_n(cp_buf *out, const char *s, size_t len)
+{
+    cp_status st = cp_buf_append_byte(out, '"');
+    size_t start = 0;
+
+    for (size_t i = 0; i < len && st == CP_OK; i++) {
+        unsigned char c = (unsigned char)s[i];
+
+        if (c >= 0x20 && c != '"' && c != '\\')
+            continue;
+        st = cp_buf_append(out, s + start, i - start);
+        if (st != CP_OK)
+            break;
+        if (c == '"' || c == '\\')
+            st = cp_buf_appendf(out, "\\%c", c);
+        else
+            st = cp_buf_appendf(out, "\\u%04x", c);
+        start = i + 1;
+    }
+    if (st == CP_OK)
+        st = cp_buf_append(out, s + start, len - start);
+    return st == CP_OK ? cp_buf_append_byte(out, '"') : st;
+}
+
+cp_status dweb_json_string(cp_buf *out, const char *s)
+{
+    return dweb_json_string_n(out, s, strlen(s));
+}
+
+cp_status dweb_root_url(const http_request *req, char *out, size_t cap)
+{
+    size_t n;
+    cp_status st = http_request_base_url(req, out, cap);
+
+    if (st != CP_OK)
+        return st;
+    n = strlen(out);
+    if (n + sizeof DWEB_PREFIX > cap)
+        return CP_ERR_LIMIT;
+    memcpy(out + n, DWEB_PREFIX, sizeof DWEB_PREFIX);
+    return CP_OK;
+}
+
+bool dweb_uid_is_valid(const char *s)
+{
+    size_t n = strlen(s);
+
+    if (n == 0 || n > INDEX_UID_MAX)
+        return false;
+    return strspn(s, "0123456789.") == n;
+}

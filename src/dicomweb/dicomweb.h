@@ -1,0 +1,78 @@
+/*
+ * dicomweb.h - the DICOMweb service (PS3.18 section 10) under /dicom-web:
+ * QIDO-RS searches (10.6, qido.h), WADO-RS retrieval of instances,
+ * metadata, bulk data and frames (10.4, wado.h) and STOW-RS storage
+ * (10.5, stow.h), as routes of an http_server.
+ *
+ * The service holds no state of its own besides the archive, index and
+ * store it is given, which the caller keeps open longer than the server
+ * runs. The helpers below are shared by the three transaction files.
+ */
+#ifndef CP_DICOMWEB_H
+#define CP_DICOMWEB_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "archive/archive.h"
+#include "core/buf.h"
+#include "core/status.h"
+#include "http/http.h"
+#include "index/index.h"
+#include "store/store.h"
+
+/* The path prefix of every DICOMweb route. */
+#define DWEB_PREFIX "/dicom-web"
+
+/* Media types of PS3.18 8.7.3. */
+#define DWEB_DICOM_JSON "application/dicom+json"
+
+typedef struct dweb_config {
+    archive *arc;       /* STOW-RS goes through its ingest pipeline */
+    index_db *idx;      /* searches, and where WADO-RS finds the instances */
+    store *st;          /* the blobs WADO-RS streams */
+} dweb_config;
+
+typedef struct dweb_service dweb_service;
+
+/*
+ * Creates the service and registers its routes on srv (before
+ * http_server_start). The service must outlive the server's last request:
+ * destroy it after http_server_stop.
+ */
+cp_status dweb_register(http_server *srv, const dweb_config *cfg, dweb_service **out,
+                        cp_error *err);
+
+void dweb_destroy(dweb_service *svc);
+
+/* The configuration the service was created with. */
+const dweb_config *dweb_service_config(const dweb_service *svc);
+
+/* --- shared by the transaction files ------------------------------------ */
+
+/* Appends s as a JSON string literal (quoted, escaped). */
+cp_status dweb_json_string(cp_buf *out, const char *s);
+
+/* Appends len bytes of s as a JSON string literal. */
+cp_status dweb_json_string_n(cp_buf *out, const char *s, size_t len);
+
+/*
+ * The service root the client sees ("http://host:port/dicom-web"), built
+ * with the proxy-aware base URL of http.h. CP_ERR_LIMIT when it does not fit.
+ */
+cp_status dweb_root_url(const http_request *req, char *out, size_t cap);
+
+/*
+ * The metadata cache: whole metadata answers kept in memory by their ETag
+ * (which changes whenever an instance of the study or series does), at
+ * most DWEB_METADATA_CACHE_MAX bytes, the least recently used dropped
+ * first. get copies the answer into out (CP_ERR_NOT_FOUND when absent);
+ * put takes data, allocated with cp_malloc, whatever happens.
+ */
+cp_status dweb_cache_get(dweb_service *svc, const char *etag, cp_buf *out);
+void dweb_cache_put(dweb_service *svc, const char *etag, uint8_t *data, size_t len);
+
+/* Whether s is a plausible UID (PS3.5 9.1): digits and dots, 1 to 64 bytes. */
+bool dweb_uid_is_valid(const char *s);
+
+#endif

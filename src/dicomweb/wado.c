@@ -1,0 +1,822 @@
+/*
+ * wado.c - WADO-RS, the Retrieve transaction (PS3.18 10.4).
+ *
+ * Every answer is made by one producer (http_respond_stream) that walks a
+ * list of parts: the instances of a study, a series or one instance as
+ * found in the index, the frames of an instance, or one bulk data range.
+ * A part is some bytes made in memory (multipart headers, one instance's
+ * metadata, one frame) followed by a byte range of a stored blob, read a
+ * chunk per call: a series is never held whole, whatever its size.
+ *
+ * Transfer syntaxes (PS3.18 8.7.3.5): an instance goes out in its stored
+ * syntax ("transfer-syntax=*", none given, or the stored one asked for).
+ * Explicit VR Little Endian asked for an instance stored in another
+ * uncompressed syntax is written by the DICOM core writer to an unnamed
+ * temporary file, then streamed from it; any other syntax is 406.
+ *
+ * Metadata (10.4.1.1.2) is the DICOM JSON of each instance, read without
+ * loading values past the bulk data threshold; binary values above
+ * WADO_INLINE_MAX become BulkDataURIs {instance}/bulkdata/{offset}-{length},
+ * the byte range of the value in the stored file. Metadata answers carry an
+ * ETag made from the content hashes of their instances (from the index), so
+ * that a client's If-None-Match is answered 304 without reading a blob, and
+ * an answer once streamed is kept in the service's cache under that tag
+ * (dweb_cache_put): a new or replaced instance changes the tag, so a stale
+ * answer is never served. The cache fills on first request, not at ingest.
+ */
+#include "dicomweb/wado.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/alloc.h"
+#include "core/limits.h"
+#include "dicom/dataset.h"
+#include "dicom/json.h"
+#include "dicom/tag.h"
+#include "dicom/writer.h"
+#include "dicomweb/dicomweb.h"
+#include "http/multipart.h"
+#include "pixel/pixel.h"
+
+/* Binary values up to this many bytes are inlined in metadata (base64). */
+#define WADO_INLINE_MAX 64
+
+/* An instance's URL: the root and three UIDs. */
+#define WADO_INSTANCE_URL_MAX (DWEB_URL_MAX + 3 * INDEX_UID_MAX + 40)
+
+/* One instance to send, as the index knows it. */
+typedef struct wado_item {
+    char study_uid[INDEX_UID_MAX + 1];
+    char series_uid[INDEX_UID_MAX + 1];
+    char sop_uid[INDEX_UID_MAX + 1];
+    char transfer_syntax[INDEX_UID_MAX + 1];
+    char blob_key[INDEX_BLOB_KEY_MAX + 1];
+    uint8_t hash[INDEX_HASH_SIZE];
+} wado_item;
+
+typedef struct wado_list {
+    wado_item *items;
+    size_t count;
+    size_t cap;
+} wado_list;
+
+typedef enum {
+    WADO_RETRIEVE,
+    WADO_METADATA,
+    WADO_FRAMES,
+    WADO_BULK,
+} wado_kind;
+
+/* The state of one response's producer. */
+typedef struct wado_stream {
+    wado_kind kind;
+    dweb_service *svc;
+    store *st;
+    wado_list list;
+    char root[DWEB_URL_MAX];
+    char boundary[HTTP_MULTIPART_BOUNDARY_LEN + 1];
+    const dcm_transfer_syntax *convert_to;      /* WADO_RETRIEVE: NULL = as stored */
+    size_t next;                /* the next part to begin */
+    size_t parts;
+    bool closed;                /* the closing bytes are made */
+
+    cp_buf pending;             /* bytes made in memory, sent first */
+    size_t pending_pos;
+    store_reader *rd;           /* then a range of a blob ... */
+    int tmp_fd;                 /* ... or of a converted temporary file */
+    uint64_t range_pos;
+    uint64_t range_left;
+
+    /* WADO_FRAMES: the instance read once, and the 1-based frame numbers. */
+    uint32_t *frames;
+    dcm_source *src;
+    dcm_file *file;
+    px_image img;
+    bool img_ready;
+    char *frame_type;           /* part Content-Type */
+
+    /* WADO_METADATA: the answer as sent, for the cache, while it stays small enough. */
+    char etag[64];
+    cp_buf capture;
+    bool capturing;
+
+    /* WADO_BULK: the range in the blob. */
+    uint64_t bulk_offset;
+    uint64_t bulk_length;
+} wado_stream;
+
+/* --- a dcm_source over a store reader -------------------------------------- */
+
+static cp_status rd_read(void *ctx, void *buf, size_t len, size_t *got)
+{
+    return store_read(ctx, buf, len, got, NULL);
+}
+
+static cp_status rd_pread(void *ctx, uint64_t offset, void *buf, size_t len, size_t *got)
+{
+    return store_pread(ctx, offset, buf, len, got, NULL);
+}
+
+static void rd_close(void *ctx)
+{
+    store_close(ctx);
+}
+
+static const dcm_source_ops rd_ops = { rd_read, rd_pread, rd_close };
+
+/* Opens the blob under key as a dcm_source that owns the reader. */
+static cp_status open_source(store *st, const char *key, dcm_source **out)
+{
+    store_reader *rd = NULL;
+    cp_status status = store_open(st, key, &rd, NULL);
+
+    *out = NULL;
+    if (status != CP_OK)
+        return status;
+    *out = dcm_source_create(&rd_ops, rd);
+    if (*out == NULL) {
+        store_close(rd);
+        return CP_ERR_NOMEM;
+    }
+    return CP_OK;
+}
+
+/* --- finding the instances ------------------------------------------------- */
+
+static cp_status on_instance(void *ctx, const index_row *row)
+{
+    wado_list *l = ctx;
+    wado_item *it;
+
+    if (l->count == l->cap) {
+        size_t cap = l->cap == 0 ? 16 : l->cap * 2;
+        wado_item *grown;
+
+        if (cap > HTTP_MULTIPART_PARTS_MAX)
+            return CP_ERR_LIMIT;
+        grown = cp_calloc(cap, sizeof *grown);
+        if (grown == NULL)
+            return CP_ERR_NOMEM;
+        if (l->count > 0)
+            memcpy(grown, l->items, l->count * sizeof *grown);
+        cp_free(l->items);
+        l->items = grown;
+        l->cap = cap;
+    }
+    it = &l->items[l->count++];
+    memcpy(it->study_uid, row->rec.study.uid, sizeof it->study_uid);
+    memcpy(it->series_uid, row->rec.series.uid, sizeof it->series_uid);
+    memcpy(it->sop_uid, row->rec.instance.sop_uid, sizeof it->sop_uid);
+    memcpy(it->transfer_syntax, row->rec.instance.transfer_syntax,
+           sizeof it->transfer_syntax);
+    memcpy(it->blob_key, row->rec.instance.blob_key, sizeof it->blob_key);
+    memcpy(it->hash, row->rec.instance.hash, sizeof it->hash);
+    return CP_OK;
+}
+
+/*
+ * The instances the path names, in the order they were indexed. An error
+ * response is sent here (400 for a bad UID, 404 for none) and *answered
+ * set, so that the caller only returns.
+ */
+static cp_status find_instances(http_request *req, const dweb_config *cfg, wado_list *out,
+                                bool *answered)
+{
+    const char *names[] = { "study", "series", "instance" };
+    const char *attrs[] = { "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID" };
+    index_term terms[3];
+    index_query_spec spec;
+    size_t n = 0;
+    cp_status st;
+
+    *answered = false;
+    for (size_t i = 0; i < 3; i++) {
+        const char *v = http_request_param(req, names[i]);
+
+        if (v == NULL)
+            continue;
+        if (!dweb_uid_is_valid(v)) {
+            *answered = true;
+            return http_respond_error(req, 400, "the path holds an invalid UID");
+        }
+        terms[n].attribute = attrs[i];
+        terms[n].value = v;
+        n++;
+    }
+    memset(&spec, 0, sizeof spec);
+    spec.level = INDEX_LEVEL_INSTANCE;
+    spec.terms = terms;
+    spec.term_count = n;
+    st = index_query(cfg->idx, &spec, on_instance, out, NULL);
+    if (st != CP_OK) {
+        *answered = true;
+        return http_respond_error(req, st == CP_ERR_LIMIT ? 413 : 500,
+                                  st == CP_ERR_LIMIT ? "too many instances"
+                                                     : "the index query failed");
+    }
+    if (out->count == 0) {
+        *answered = true;
+        return http_respond_error(req, 404, "no such instances");
+    }
+    return CP_OK;
+}
+
+/* --- the producer ------------------------------------------------------------ */
+
+static void stream_close_range(wado_stream *s)
+{
+    store_close(s->rd);
+    s->rd = NULL;
+    if (s->tmp_fd >= 0)
+        close(s->tmp_fd);
+    s->tmp_fd = -1;
+    s->range_left = 0;
+}
+
+static void stream_free(void *ctx)
+{
+    wado_stream *s = ctx;
+
+    if (s == NULL)
+        return;
+    stream_close_range(s);
+    if (s->img_ready)
+        px_image_clear(&s->img);
+    dcm_file_destroy(s->file);
+    dcm_source_destroy(s->src);
+    cp_free(s->frames);
+    cp_free(s->frame_type);
+    cp_free(s->list.items);
+    cp_buf_free(&s->pending);
+    cp_buf_free(&s->capture);
+    cp_free(s);
+}
+
+static cp_status sink_fd_write(void *ctx, const void *data, size_t len)
+{
+    const uint8_t *p = data;
+    int fd = *(int *)ctx;
+
+    while (len > 0) {
+        ssize_t n = write(fd, p, len);
+
+        if (n <= 0)
+            return CP_ERR_IO;
+        p += n;
+        len -= (size_t)n;
+    }
+    return CP_OK;
+}
+
+/* Writes the instance in s->convert_to to an unnamed temporary file to stream. */
+static cp_status begin_converted(wado_stream *s, const wado_item *it)
+{
+    dcm_source *src = NULL;
+    dcm_file *file = NULL;
+    dcm_read_options ro;
+    dcm_write_options wo;
+    FILE *tmp = NULL;
+    int fd = -1;
+    dcm_sink sink;
+    off_t end;
+    cp_status st = open_source(s->st, it->blob_key, &src);
+
+    if (st != CP_OK)
+        goto done;
+    memset(&ro, 0, sizeof ro);
+    if ((st = dcm_file_read(src, &ro, &file, NULL)) != CP_OK)
+        goto done;
+    tmp = tmpfile();
+    if (tmp == NULL || (fd = dup(fileno(tmp))) < 0) {
+        st = CP_ERR_IO;
+        goto done;
+    }
+    sink.write = sink_fd_write;
+    sink.ctx = &fd;
+    memset(&wo, 0, sizeof wo);
+    wo.source = src;
+    wo.transfer_syntax = s->convert_to;
+    if ((st = dcm_write_file(file, &wo, &sink, NULL)) != CP_OK)
+        goto done;
+    end = lseek(fd, 0, SEEK_END);
+    if (end < 0) {
+        st = CP_ERR_IO;
+        goto done;
+    }
+    s->tmp_fd = fd;
+    fd = -1;
+    s->range_pos = 0;
+    s->range_left = (uint64_t)end;
+
+done:
+    if (fd >= 0)
+        close(fd);
+    if (tmp != NULL)
+        fclose(tmp);
+    dcm_file_destroy(file);
+    dcm_source_destroy(src);
+    return st;
+}
+
+static cp_status begin_instance(wado_stream *s, size_t i)
+{
+    const wado_item *it = &s->list.items[i];
+    const char *ts = s->convert_to != NULL ? s->convert_to->uid : it->transfer_syntax;
+    char type[HTTP_MEDIA_MAX + HTTP_TS_MAX + 32];
+    cp_status st;
+
+    snprintf(type, sizeof type, "application/dicom; transfer-syntax=%s", ts);
+    st = http_multipart_write_part_start(&s->pending, s->boundary, i == 0, type, NULL);
+    if (st != CP_OK)
+        return st;
+    if (s->convert_to != NULL && strcmp(s->convert_to->uid, it->transfer_syntax) != 0)
+        return begin_converted(s, it);
+    if ((st = store_open(s->st, it->blob_key, &s->rd, NULL)) != CP_OK)
+        return st;
+    s->range_pos = 0;
+    s->range_left = store_reader_size(s->rd);
+    return CP_OK;
+}
+
+static cp_status bulk_uri(void *ctx, const dcm_element *el, const uint32_t *path, size_t depth,
+                          cp_buf *uri)
+{
+    (void)path;
+    (void)depth;
+    if (el->flags & DCM_ELEMENT_TRUNCATED)
+        return CP_ERR_NOT_FOUND;
+    return cp_buf_appendf(uri, "%s/bulkdata/%" PRIu64 "-%" PRIu64, (const char *)ctx,
+                          el->offset, el->value_length);
+}
+
+/* Appends one instance's data set as JSON (group 0002 is not part of it). */
+static cp_status begin_metadata(wado_stream *s, size_t i)
+{
+    const wado_item *it = &s->list.items[i];
+    dcm_source *src = NULL;
+    dcm_file *file = NULL;
+    dcm_read_options ro;
+    dcm_json_options jo;
+    char url[WADO_INSTANCE_URL_MAX];
+    dcm_sink sink = dcm_sink_to_buf(&s->pending);
+    cp_status st = cp_buf_append_str(&s->pending, i == 0 ? "[" : ",");
+
+    if (st == CP_OK)
+        st = open_source(s->st, it->blob_key, &src);
+    if (st != CP_OK)
+        goto done;
+    memset(&ro, 0, sizeof ro);
+    if ((st = dcm_file_read(src, &ro, &file, NULL)) != CP_OK)
+        goto done;
+    snprintf(url, sizeof url, "%s/studies/%s/series/%s/instances/%s", s->root, it->study_uid,
+             it->series_uid, it->sop_uid);
+    memset(&jo, 0, sizeof jo);
+    jo.inline_max = WADO_INLINE_MAX;
+    jo.bulk_uri = bulk_uri;
+    jo.bulk_uri_ctx = url;
+    jo.source = src;
+    jo.skip_group_length = true;
+    st = dcm_json_write_dataset(file->dataset, &jo, &sink, NULL);
+
+done:
+    dcm_file_destroy(file);
+    dcm_source_destroy(src);
+    return st;
+}
+
+static cp_status begin_frame(wado_stream *s, size_t i)
+{
+    cp_status st = http_multipart_write_part_start(&s->pending, s->boundary, i == 0,
+                                                   s->frame_type, NULL);
+
+    if (st != CP_OK)
+        return st;
+    return px_frame_bytes(&s->img, s->src, s->frames[i] - 1, &s->pending, NULL);
+}
+
+static cp_status begin_bulk(wado_stream *s)
+{
+    cp_status st = http_multipart_write_part_start(&s->pending, s->boundary, true,
+                                                   "application/octet-stream", NULL);
+
+    if (st == CP_OK)
+        st = store_open(s->st, s->list.items[0].blob_key, &s->rd, NULL);
+    if (st != CP_OK)
+        return st;
+    s->range_pos = s->bulk_offset;
+    s->range_left = s->bulk_length;
+    return CP_OK;
+}
+
+static cp_status begin_part(wado_stream *s, size_t i)
+{
+    switch (s->kind) {
+    case WADO_RETRIEVE: return begin_instance(s, i);
+    case WADO_METADATA: return begin_metadata(s, i);
+    case WADO_FRAMES: return begin_frame(s, i);
+    case WADO_BULK: return begin_bulk(s);
+    }
+    return CP_ERR_INVALID;
+}
+
+static cp_status make_close(wado_stream *s)
+{
+    s->closed = true;
+    if (s->kind == WADO_METADATA)
+        return cp_buf_append_str(&s->pending, "]");
+    return http_multipart_write_close(&s->pending, s->boundary);
+}
+
+static ssize_t read_range(wado_stream *s, uint8_t *buf, size_t max)
+{
+    size_t want = max < DWEB_STREAM_CHUNK ? max : DWEB_STREAM_CHUNK;
+    size_t got = 0;
+
+    if (want > s->range_left)
+        want = (size_t)s->range_left;
+    if (s->tmp_fd >= 0) {
+        ssize_t n = pread(s->tmp_fd, buf, want, (off_t)s->range_pos);
+
+        if (n <= 0)
+            return HTTP_STREAM_ERROR;
+        got = (size_t)n;
+    } else if (store_pread(s->rd, s->range_pos, buf, want, &got, NULL) != CP_OK ||
+               got == 0) {
+        return HTTP_STREAM_ERROR;
+    }
+    s->range_pos += got;
+    s->range_left -= got;
+    return (ssize_t)got;
+}
+
+/* Keeps what was sent of a metadata answer, and hands it to the cache at its end. */
+static void capture(wado_stream *s, bool end)
+{
+    size_t len;
+    uint8_t *data;
+
+    if (!s->capturing)
+        return;
+    if (s->capture.len + s->pending.len > DWEB_METADATA_ENTRY_MAX ||
+        cp_buf_append(&s->capture, s->pending.data, s->pending.len) != CP_OK) {
+        s->capturing = false;
+        cp_buf_free(&s->capture);
+        return;
+    }
+    if (!end)
+        return;
+    s->capturing = false;
+    data = cp_buf_steal(&s->capture, &len);
+    if (data != NULL)
+        dweb_cache_put(s->svc, s->etag, data, len);
+}
+
+static ssize_t produce(void *ctx, uint64_t pos, uint8_t *buf, size_t max)
+{
+    wado_stream *s = ctx;
+
+    (void)pos;
+    for (;;) {
+        if (s->pending_pos < s->pending.len) {
+            size_t n = s->pending.len - s->pending_pos;
+
+            n = n < max ? n : max;
+            memcpy(buf, s->pending.data + s->pending_pos, n);
+            s->pending_pos += n;
+            return (ssize_t)n;
+        }
+        if (s->pending.len > 0)
+            capture(s, s->closed);
+        cp_buf_reset(&s->pending);
+        s->pending_pos = 0;
+        if (s->range_left > 0)
+            return read_range(s, buf, max);
+        stream_close_range(s);
+        if (s->next < s->parts) {
+            /* A failure mid-stream can only cut the connection: the status is sent. */
+            if (begin_part(s, s->next++) != CP_OK)
+                return HTTP_STREAM_ERROR;
+            continue;
+        }
+        if (s->closed)
+            return HTTP_STREAM_END;
+        if (make_close(s) != CP_OK)
+            return HTTP_STREAM_ERROR;
+    }
+}
+
+static wado_stream *stream_new(wado_kind kind, dweb_service *svc)
+{
+    wado_stream *s = cp_calloc(1, sizeof *s);
+
+    if (s == NULL)
+        return NULL;
+    s->kind = kind;
+    s->svc = svc;
+    s->st = dweb_service_config(svc)->st;
+    s->tmp_fd = -1;
+    cp_buf_init(&s->pending);
+    if (http_multipart_boundary_new(s->boundary, sizeof s->boundary) != CP_OK) {
+        cp_free(s);
+        return NULL;
+    }
+    return s;
+}
+
+/* Hands s to the server; it is freed by the response, also on failure. */
+static cp_status respond_stream(http_request *req, wado_stream *s, const char *type)
+{
+    char ctype[HTTP_MEDIA_MAX * 2 + HTTP_MULTIPART_BOUNDARY_LEN + 48];
+
+    if (s->kind == WADO_METADATA)
+        snprintf(ctype, sizeof ctype, "%s", DWEB_DICOM_JSON);
+    else
+        snprintf(ctype, sizeof ctype, "multipart/related; type=\"%s\"; boundary=%s", type,
+                 s->boundary);
+    return http_respond_stream(req, 200, ctype, -1, produce, s, stream_free);
+}
+
+/* --- transfer syntaxes ------------------------------------------------------- */
+
+const dcm_transfer_syntax *dweb_wado_pick_syntax(const dcm_transfer_syntax *stored,
+                                                 const char *asked)
+{
+    if (stored == NULL)
+        return NULL;
+    if (asked == NULL || asked[0] == '\0' || strcmp(asked, "*") == 0 ||
+        strcmp(asked, stored->uid) == 0)
+        return stored;
+    if (strcmp(asked, dcm_ts_explicit_le.uid) == 0 && !stored->encapsulated &&
+        !stored->deflated)
+        return &dcm_ts_explicit_le;
+    return NULL;
+}
+
+static const dcm_transfer_syntax *item_syntax(const wado_item *it)
+{
+    return dcm_ts_lookup(it->transfer_syntax, strlen(it->transfer_syntax));
+}
+
+/*
+ * Negotiates the Accept header against one offer. *asked receives the
+ * transfer syntax the client named ("" when none); false means 406.
+ */
+static bool negotiate(http_request *req, const char *media, const char *type,
+                      char *asked, size_t cap)
+{
+    http_accept acc;
+    http_offer offer = { media, type, NULL };
+    const http_accept_item *matched = NULL;
+
+    asked[0] = '\0';
+    if (http_accept_parse(http_request_header(req, "Accept"), &acc) != CP_OK)
+        acc.count = 0;
+    if (http_accept_choose(&acc, &offer, 1, &matched) < 0)
+        return false;
+    if (matched != NULL)
+        snprintf(asked, cap, "%s", matched->transfer_syntax);
+    return true;
+}
+
+/* --- handlers ------------------------------------------------------------------ */
+
+cp_status dweb_wado_retrieve(http_request *req, void *ctx)
+{
+    const dweb_config *cfg = dweb_service_config(ctx);
+    wado_stream *s = stream_new(WADO_RETRIEVE, ctx);
+    char asked[HTTP_TS_MAX];
+    bool answered;
+    cp_status st;
+
+    if (s == NULL)
+        return http_respond_error(req, 503, "out of memory");
+    if (!negotiate(req, "multipart/related", "application/dicom", asked, sizeof asked)) {
+        stream_free(s);
+        return http_respond_error(req, 406, "only multipart/related; "
+                                  "type=\"application/dicom\" is offered");
+    }
+    st = find_instances(req, cfg, &s->list, &answered);
+    if (answered) {
+        stream_free(s);
+        return st;
+    }
+
+    for (size_t i = 0; i < s->list.count; i++) {
+        const dcm_transfer_syntax *stored = item_syntax(&s->list.items[i]);
+        const dcm_transfer_syntax *out = dweb_wado_pick_syntax(stored, asked);
+
+        if (out == NULL) {
+            stream_free(s);
+            return http_respond_error(req, 406, "the transfer syntax asked for is not "
+                                      "available for every instance");
+        }
+        if (out != stored)
+            s->convert_to = out;
+    }
+    s->parts = s->list.count;
+    return respond_stream(req, s, "application/dicom");
+}
+
+/* The ETag of a metadata answer: FNV-1a over the root URL and the instances' hashes. */
+static void metadata_etag(const wado_stream *s, char *out, size_t cap)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+
+    for (const char *p = s->root; *p != '\0'; p++)
+        h = (h ^ (uint8_t)*p) * 0x100000001b3ull;
+    for (size_t i = 0; i < s->list.count; i++)
+        for (size_t j = 0; j < INDEX_HASH_SIZE; j++)
+            h = (h ^ s->list.items[i].hash[j]) * 0x100000001b3ull;
+    snprintf(out, cap, "\"m%016" PRIx64 "-%zu\"", h, s->list.count);
+}
+
+cp_status dweb_wado_metadata(http_request *req, void *ctx)
+{
+    const dweb_config *cfg = dweb_service_config(ctx);
+    wado_stream *s = stream_new(WADO_METADATA, ctx);
+    const char *inm = http_request_header(req, "If-None-Match");
+    char asked[HTTP_TS_MAX];
+    bool answered;
+    cp_status st;
+
+    if (s == NULL)
+        return http_respond_error(req, 503, "out of memory");
+    if (!negotiate(req, DWEB_DICOM_JSON, NULL, asked, sizeof asked)) {
+        stream_free(s);
+        return http_respond_error(req, 406, "only application/dicom+json is offered");
+    }
+    st = find_instances(req, cfg, &s->list, &answered);
+    if (answered || dweb_root_url(req, s->root, sizeof s->root) != CP_OK) {
+        stream_free(s);
+        return answered ? st : http_respond_error(req, 400, "the Host header is too long");
+    }
+
+    metadata_etag(s, s->etag, sizeof s->etag);
+    st = http_response_header(req, "ETag", s->etag);
+    if (st == CP_OK && inm != NULL && strstr(inm, s->etag) != NULL) {
+        stream_free(s);
+        return http_respond_buffer(req, 304, DWEB_DICOM_JSON, "", 0);
+    }
+    if (st == CP_OK && dweb_cache_get(ctx, s->etag, &s->capture) == CP_OK) {
+        st = http_respond_buffer(req, 200, DWEB_DICOM_JSON, s->capture.data, s->capture.len);
+        stream_free(s);
+        return st;
+    }
+    s->capturing = true;
+    s->parts = s->list.count;
+    return respond_stream(req, s, DWEB_DICOM_JSON);
+}
+
+cp_status dweb_wado_parse_frames(const char *list, uint32_t *frames, size_t max,
+                                 size_t *count)
+{
+    size_t n = 0;
+
+    *count = 0;
+    if (list == NULL || *list == '\0')
+        return CP_ERR_INVALID;
+    while (*list != '\0') {
+        char *end = NULL;
+        unsigned long v;
+
+        if (*list < '0' || *list > '9')
+            return CP_ERR_INVALID;
+        v = strtoul(list, &end, 10);
+        if (v == 0 || v > UINT32_MAX || (*end != ',' && *end != '\0'))
+            return CP_ERR_INVALID;
+        if (n == max)
+            return CP_ERR_LIMIT;
+        frames[n++] = (uint32_t)v;
+        list = *end == ',' ? end + 1 : end;
+    }
+    *count = n;
+    return CP_OK;
+}
+
+/* Reads the instance of a frames request and checks the frame numbers; 0 or an HTTP status. */
+static int frames_prepare(wado_stream *s, const char *asked, char *type, size_t cap)
+{
+    const dcm_transfer_syntax *ts;
+    dcm_read_options ro;
+
+    if (open_source(s->st, s->list.items[0].blob_key, &s->src) != CP_OK)
+        return 500;
+    memset(&ro, 0, sizeof ro);
+    if (dcm_file_read(s->src, &ro, &s->file, NULL) != CP_OK)
+        return 500;
+    if (px_image_init(&s->img, s->file, s->src, NULL) != CP_OK)
+        return 400;
+    s->img_ready = true;
+    ts = s->img.transfer_syntax;
+    for (size_t i = 0; i < s->parts; i++)
+        if (s->frames[i] > s->img.frames)
+            return 404;
+
+    /* Native frames are the bytes of Explicit VR Little Endian; others as stored. */
+    if (ts->encapsulated) {
+        if (asked[0] != '\0' && strcmp(asked, "*") != 0 && strcmp(asked, ts->uid) != 0)
+            return 406;
+        snprintf(type, cap, "application/octet-stream; transfer-syntax=%s", ts->uid);
+    } else {
+        if (ts->big_endian || (asked[0] != '\0' && strcmp(asked, "*") != 0 &&
+                               strcmp(asked, dcm_ts_explicit_le.uid) != 0))
+            return 406;
+        snprintf(type, cap, "application/octet-stream; transfer-syntax=%s",
+                 dcm_ts_explicit_le.uid);
+    }
+    return 0;
+}
+
+cp_status dweb_wado_frames(http_request *req, void *ctx)
+{
+    const dweb_config *cfg = dweb_service_config(ctx);
+    wado_stream *s = stream_new(WADO_FRAMES, ctx);
+    char asked[HTTP_TS_MAX];
+    char type[HTTP_MEDIA_MAX + HTTP_TS_MAX + 32];
+    bool answered;
+    int status;
+    cp_status st;
+
+    if (s == NULL || (s->frames = cp_calloc(DWEB_FRAMES_MAX, sizeof *s->frames)) == NULL) {
+        stream_free(s);
+        return http_respond_error(req, 503, "out of memory");
+    }
+    if (dweb_wado_parse_frames(http_request_param(req, "frames"), s->frames, DWEB_FRAMES_MAX,
+                               &s->parts) != CP_OK) {
+        stream_free(s);
+        return http_respond_error(req, 400, "the frame list is not 1-based numbers");
+    }
+    if (!negotiate(req, "multipart/related", "application/octet-stream", asked,
+                   sizeof asked)) {
+        stream_free(s);
+        return http_respond_error(req, 406, "only multipart/related; "
+                                  "type=\"application/octet-stream\" is offered");
+    }
+    st = find_instances(req, cfg, &s->list, &answered);
+    if (answered) {
+        stream_free(s);
+        return st;
+    }
+    status = frames_prepare(s, asked, type, sizeof type);
+    if (status != 0) {
+        stream_free(s);
+        return http_respond_error(req, status, status == 404 ? "no such frame"
+                                  : status == 406 ? "the transfer syntax asked for is not "
+                                                    "available"
+                                                  : "the instance has no usable pixel data");
+    }
+    s->frame_type = cp_strdup(type);
+    if (s->frame_type == NULL) {
+        stream_free(s);
+        return http_respond_error(req, 503, "out of memory");
+    }
+    return respond_stream(req, s, "application/octet-stream");
+}
+
+cp_status dweb_wado_bulkdata(http_request *req, void *ctx)
+{
+    const dweb_config *cfg = dweb_service_config(ctx);
+    wado_stream *s = stream_new(WADO_BULK, ctx);
+    const char *path = http_request_path(req);
+    const char *tail = path != NULL ? strstr(path, "/bulkdata/") : NULL;
+    uint64_t size = 0;
+    char asked[HTTP_TS_MAX];
+    char *end = NULL;
+    bool answered;
+    cp_status st;
+
+    if (s == NULL)
+        return http_respond_error(req, 503, "out of memory");
+    if (tail == NULL || tail[10] < '0' || tail[10] > '9') {
+        stream_free(s);
+        return http_respond_error(req, 404, "no such bulk data");
+    }
+    s->bulk_offset = strtoull(tail + 10, &end, 10);
+    if (*end != '-' || end[1] < '0' || end[1] > '9') {
+        stream_free(s);
+        return http_respond_error(req, 404, "no such bulk data");
+    }
+    s->bulk_length = strtoull(end + 1, &end, 10);
+    if (*end != '\0' ||
+        !negotiate(req, "multipart/related", "application/octet-stream", asked,
+                   sizeof asked)) {
+        stream_free(s);
+        return http_respond_error(req, *end != '\0' ? 404 : 406, "no such bulk data");
+    }
+    st = find_instances(req, cfg, &s->list, &answered);
+    if (answered) {
+        stream_free(s);
+        return st;
+    }
+    st = store_stat(cfg->st, s->list.items[0].blob_key, &size, NULL);
+    if (st != CP_OK || s->bulk_offset > size || s->bulk_length > size - s->bulk_offset) {
+        stream_free(s);
+        return http_respond_error(req, 404, "no such bulk data");
+    }
+    s->parts = 1;
+    return respond_stream(req, s, "application/octet-stream");
+}
