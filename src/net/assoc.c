@@ -929,13 +929,21 @@ static void ac_parts_free(ac_parts *p)
     cp_free(p->identity);
 }
 
-/* Roles answered: the requestor may be SCU; we play no SCU role yet. */
+/*
+ * Roles answered: the requestor may be SCU. It may also be SCP of a storage
+ * SOP class when retrieve is negotiated: that is how C-GET sends its
+ * C-STORE sub-operations back on the same association (PS3.4 C.4.3.3,
+ * PS3.7 D.3.3.4).
+ */
 static size_t negotiate_roles(assoc *a, const pdu_user_info *ui, pdu_role *out)
 {
     size_t n = 0;
 
     for (size_t r = 0; r < ui->role_count; r++) {
         const pdu_role *in = &ui->roles[r];
+        const char *uid = in->sop_class.value;
+        bool scp = in->scp_role != 0 && (a->policy->services & ASSOC_SERVICE_RETRIEVE) &&
+                   dcm_uid_is_storage_sop_class(uid, strlen(uid));
         bool asked = false;
 
         for (size_t i = 0; i < a->ctx_count; i++) {
@@ -945,13 +953,13 @@ static size_t negotiate_roles(assoc *a, const pdu_user_info *ui, pdu_role *out)
                 continue;
             asked = true;
             c->scu_role = in->scu_role != 0;
-            c->scp_role = false;
+            c->scp_role = scp;
         }
         if (!asked)
             continue;
         out[n].sop_class = in->sop_class;
         out[n].scu_role = in->scu_role != 0;
-        out[n].scp_role = 0;
+        out[n].scp_role = scp ? 1 : 0;
         n++;
     }
     return n;

@@ -33,7 +33,7 @@
 #include "core/limits.h"
 #include "core/log.h"
 
-#define SCP_LISTEN_BACKLOG 128
+/* "[IPv6 address]:port" as getnameinfo writes it, with room to spare. */
 #define SCP_PEER_SIZE 64
 
 struct scp {
@@ -71,7 +71,20 @@ typedef struct session {
     uint16_t status;
     char comment[DIMSE_COMMENT_SIZE];
     uint64_t bytes;
+    assoc_policy policy;
+    /* A C-FIND, C-MOVE or C-GET: its identifier, run once it is whole. */
+    cp_buf ident;
+    bool qr_ready;
+    bool qr_cancelled;
+    bool qr_broken;
+    bool have_sub_rsp;
+    dimse_command sub_rsp;
+    uint16_t next_sub_id;
 } session;
+
+struct scp_qr_call {
+    session *ss;
+};
 
 /* --- configuration helpers --------------------------------------------- */
 
@@ -253,6 +266,301 @@ static cp_status cstore_data(session *ss, const uint8_t *data, size_t len, bool 
     return send_response(ss, status, ss->comment);
 }
 
+/* --- C-FIND, C-MOVE and C-GET (PS3.4 C.4) ----------------------------- */
+
+static bool is_qr(uint16_t field)
+{
+    return field == DIMSE_C_FIND_RQ || field == DIMSE_C_MOVE_RQ || field == DIMSE_C_GET_RQ;
+}
+
+static void log_qr_refusal(const session *ss)
+{
+    cp_log_warn("dicom.qr", "op=%s status=0x%04x sop_class_uid=%s comment=\"%s\"",
+                dimse_command_name(ss->cmd.command_field), ss->status,
+                ss->cmd.affected_sop_class, ss->comment);
+}
+
+/* Checks a request before its identifier arrives; answered when refused. */
+static void qr_begin(session *ss, const assoc_context *ctx)
+{
+    unsigned need = ss->cmd.command_field == DIMSE_C_FIND_RQ ? SCP_ALLOW_QUERY
+                                                             : SCP_ALLOW_RETRIEVE;
+
+    cp_buf_reset(&ss->ident);
+    ss->answered = true;
+    if (ss->s->cfg.qr.run == NULL) {
+        ss->status = DIMSE_UNRECOGNIZED_OPERATION;
+        snprintf(ss->comment, sizeof ss->comment, "query/retrieve not configured");
+    } else if (!(ss->allow & need)) {
+        ss->status = DIMSE_NOT_AUTHORIZED;
+        snprintf(ss->comment, sizeof ss->comment, "calling AE may not do this");
+    } else if (!(ss->cmd.fields & DIMSE_F_AFFECTED_SOP_CLASS) ||
+               strcmp(ss->cmd.affected_sop_class, ctx->abstract_syntax) != 0) {
+        ss->status = DIMSE_SOP_CLASS_NOT_SUPPORTED;
+        snprintf(ss->comment, sizeof ss->comment, "SOP class is not the context's");
+    } else if (!dimse_has_data_set(&ss->cmd)) {
+        ss->status = DIMSE_DATA_SET_MISMATCH;
+        snprintf(ss->comment, sizeof ss->comment, "request without identifier");
+    } else {
+        ss->answered = false;
+    }
+}
+
+static cp_status qr_data(session *ss, const uint8_t *data, size_t len, bool last)
+{
+    if (!ss->answered && ss->ident.len + len > QR_IDENTIFIER_MAX) {
+        ss->answered = true;
+        ss->status = DIMSE_OUT_OF_RESOURCES;
+        snprintf(ss->comment, sizeof ss->comment, "identifier too long");
+    }
+    if (!ss->answered && cp_buf_append(&ss->ident, data, len) != CP_OK) {
+        ss->answered = true;
+        ss->status = DIMSE_OUT_OF_RESOURCES;
+        snprintf(ss->comment, sizeof ss->comment, "out of memory");
+    }
+    if (!last)
+        return CP_OK;
+    if (ss->answered) {
+        log_qr_refusal(ss);
+        return send_response(ss, ss->status, ss->comment);
+    }
+    ss->qr_ready = true;
+    return CP_OK;
+}
+
+/* Runs the operation whose identifier arrived, outside the PDV loop. */
+static void qr_run(session *ss)
+{
+    scp_qr_call call = { ss };
+
+    ss->qr_ready = false;
+    ss->qr_broken = false;
+    ss->s->cfg.qr.run(ss->s->cfg.qr.ctx, &call);
+    ss->qr_cancelled = false;
+    cp_buf_reset(&ss->ident);
+}
+
+const dimse_command *scp_qr_command(const scp_qr_call *c)
+{
+    return &c->ss->cmd;
+}
+
+const assoc_context *scp_qr_context(const scp_qr_call *c)
+{
+    return assoc_find_context(c->ss->a, c->ss->pc_id);
+}
+
+unsigned scp_qr_allow(const scp_qr_call *c)
+{
+    return c->ss->allow;
+}
+
+const char *scp_qr_calling_ae(const scp_qr_call *c)
+{
+    return assoc_calling_ae(c->ss->a);
+}
+
+const char *scp_qr_called_ae(const scp_qr_call *c)
+{
+    return assoc_called_ae(c->ss->a);
+}
+
+uint64_t scp_qr_assoc_id(const scp_qr_call *c)
+{
+    return c->ss->id;
+}
+
+const uint8_t *scp_qr_identifier(const scp_qr_call *c, size_t *len)
+{
+    *len = c->ss->ident.len;
+    return c->ss->ident.data;
+}
+
+const scp_remote_ae *scp_qr_remote_ae(const scp_qr_call *c, const char *title)
+{
+    return find_ae(c->ss->s, title);
+}
+
+cp_status scp_qr_respond(scp_qr_call *c, uint16_t status, const scp_qr_counts *counts,
+                         const void *ident, size_t len, const char *comment)
+{
+    session *ss = c->ss;
+    dimse_command rsp;
+    cp_buf buf = CP_BUF_INIT;
+    cp_status st;
+
+    memset(&rsp, 0, sizeof rsp);
+    rsp.command_field = (uint16_t)(ss->cmd.command_field | 0x8000u);
+    rsp.data_set_type = ident != NULL ? 0x0000 : DIMSE_NO_DATA_SET;
+    rsp.fields = DIMSE_F_RESPONDED_TO | DIMSE_F_STATUS | DIMSE_F_AFFECTED_SOP_CLASS;
+    rsp.responded_to = ss->cmd.message_id;
+    rsp.status = status;
+    memcpy(rsp.affected_sop_class, ss->cmd.affected_sop_class, PDU_UID_SIZE);
+    if (counts != NULL && counts->present) {
+        rsp.fields |= DIMSE_F_COMPLETED | DIMSE_F_FAILED | DIMSE_F_WARNING;
+        rsp.completed = counts->completed;
+        rsp.failed = counts->failed;
+        rsp.warning = counts->warning;
+        if (status == DIMSE_PENDING) {
+            rsp.fields |= DIMSE_F_REMAINING;
+            rsp.remaining = counts->remaining;
+        }
+    }
+    if (comment != NULL && comment[0] != '\0' && status != DIMSE_SUCCESS &&
+        status != DIMSE_PENDING && status != 0xFF01) {
+        rsp.fields |= DIMSE_F_ERROR_COMMENT;
+        snprintf(rsp.error_comment, sizeof rsp.error_comment, "%s", comment);
+    }
+
+    st = dimse_encode_command(&rsp, &buf, NULL);
+    if (st == CP_OK)
+        st = assoc_send_pdata(ss->a, ss->pc_id, true, buf.data, buf.len, true);
+    if (st == CP_OK && ident != NULL)
+        st = assoc_send_pdata(ss->a, ss->pc_id, false, ident, len, true);
+    cp_buf_free(&buf);
+    if (st != CP_OK)
+        ss->qr_broken = true;
+    return st;
+}
+
+/* What arrives while an operation runs: C-CANCEL-RQ and C-STORE-RSP. */
+static cp_status qr_on_command(void *ctx, uint8_t pc_id, const dimse_command *cmd)
+{
+    session *ss = ctx;
+
+    (void)pc_id;
+    if (cmd->command_field == DIMSE_C_CANCEL_RQ) {
+        if (cmd->responded_to == ss->cmd.message_id)
+            ss->qr_cancelled = true;
+        return CP_OK;
+    }
+    if (cmd->command_field == DIMSE_C_STORE_RSP) {
+        ss->sub_rsp = *cmd;
+        ss->have_sub_rsp = true;
+        return CP_OK;
+    }
+    cp_log_warn("dicom.protocol", "detail=\"%s during a retrieve or query, ignored\"",
+                dimse_command_name(cmd->command_field));
+    return CP_OK;
+}
+
+static cp_status qr_on_data(void *ctx, uint8_t pc_id, const uint8_t *data, size_t len,
+                            bool last)
+{
+    (void)ctx;
+    (void)pc_id;
+    (void)data;
+    (void)len;
+    (void)last;
+    return CP_OK;
+}
+
+/* Reads one PDU and feeds it; false when the association ended. */
+static bool qr_step(session *ss)
+{
+    dimse_handler h = { qr_on_command, qr_on_data, ss };
+    const pdu_pdata *pd;
+    assoc_ind ind;
+
+    if (assoc_step(ss->a, &ind) != CP_OK || assoc_is_closed(ss->a) ||
+        ind == ASSOC_IND_ABORTED || ind == ASSOC_IND_TIMEOUT) {
+        ss->qr_broken = true;
+        return false;
+    }
+    if (ind == ASSOC_IND_RELEASE_RQ) {
+        /* A release in the middle of an operation: the peer gave up on it. */
+        assoc_release_response(ss->a);
+        ss->qr_broken = true;
+        return false;
+    }
+    if (ind != ASSOC_IND_PDATA)
+        return true;
+    pd = assoc_pdvs(ss->a);
+    for (size_t i = 0; pd != NULL && i < pd->count; i++) {
+        cp_error err;
+
+        cp_error_clear(&err);
+        if (dimse_receiver_feed(&ss->rx, &pd->pdvs[i], &h, &err) != CP_OK) {
+            assoc_abort_provider(ss->a, PDU_ABORT_INVALID_PARAM);
+            ss->qr_broken = true;
+            return false;
+        }
+    }
+    return true;
+}
+
+bool scp_qr_cancelled(scp_qr_call *c)
+{
+    session *ss = c->ss;
+
+    while (!ss->qr_cancelled && !ss->qr_broken) {
+        struct pollfd p = { ss->fd, POLLIN, 0 };
+
+        if (poll(&p, 1, 0) <= 0)
+            break;
+        if (!qr_step(ss))
+            break;
+    }
+    return ss->qr_cancelled;
+}
+
+bool scp_qr_broken(const scp_qr_call *c)
+{
+    return c->ss->qr_broken;
+}
+
+uint8_t scp_qr_store_context(const scp_qr_call *c, const char *sop_class, const char *ts)
+{
+    for (size_t i = 0; i < assoc_context_count(c->ss->a); i++) {
+        const assoc_context *pc = assoc_context_at(c->ss->a, i);
+
+        if (pc->scp_role && strcmp(pc->abstract_syntax, sop_class) == 0 &&
+            strcmp(pc->transfer_syntax, ts) == 0)
+            return pc->id;
+    }
+    return 0;
+}
+
+cp_status scp_qr_store_command(scp_qr_call *c, uint8_t pc_id, dimse_command *cmd)
+{
+    session *ss = c->ss;
+    cp_buf buf = CP_BUF_INIT;
+    cp_status st;
+
+    cmd->message_id = ++ss->next_sub_id;
+    cmd->fields |= DIMSE_F_MESSAGE_ID;
+    st = dimse_encode_command(cmd, &buf, NULL);
+    if (st == CP_OK)
+        st = assoc_send_pdata(ss->a, pc_id, true, buf.data, buf.len, true);
+    cp_buf_free(&buf);
+    if (st != CP_OK)
+        ss->qr_broken = true;
+    return st;
+}
+
+cp_status scp_qr_store_data(scp_qr_call *c, uint8_t pc_id, const void *data, size_t len,
+                            bool last)
+{
+    cp_status st = assoc_send_pdata(c->ss->a, pc_id, false, data, len, last);
+
+    if (st != CP_OK)
+        c->ss->qr_broken = true;
+    return st;
+}
+
+cp_status scp_qr_store_wait(scp_qr_call *c, dimse_command *rsp)
+{
+    session *ss = c->ss;
+
+    ss->have_sub_rsp = false;
+    while (!ss->have_sub_rsp) {
+        if (!qr_step(ss))
+            return CP_ERR_IO;
+    }
+    *rsp = ss->sub_rsp;
+    return CP_OK;
+}
+
 /* --- DIMSE dispatch ----------------------------------------------------- */
 
 static cp_status on_command(void *ctx, uint8_t pc_id, const dimse_command *cmd)
@@ -264,6 +572,12 @@ static cp_status on_command(void *ctx, uint8_t pc_id, const dimse_command *cmd)
         cp_log_warn("dicom.protocol", "detail=\"command on presentation context %u, "
                     "which was not accepted\"", pc_id);
         return CP_ERR_MALFORMED;
+    }
+    if (cmd->command_field == DIMSE_C_CANCEL_RQ) {
+        /* In the PDU that completed a query: the query has not started yet. */
+        if (ss->qr_ready && cmd->responded_to == ss->cmd.message_id)
+            ss->qr_cancelled = true;
+        return CP_OK;
     }
     ss->cmd = *cmd;
     ss->pc_id = pc_id;
@@ -284,8 +598,14 @@ static cp_status on_command(void *ctx, uint8_t pc_id, const dimse_command *cmd)
             return send_response(ss, ss->status, ss->comment);
         }
         return CP_OK;
-    case DIMSE_C_CANCEL_RQ:
-        /* Nothing of ours runs long enough to cancel (PS3.7 9.3.2.3). */
+    case DIMSE_C_FIND_RQ:
+    case DIMSE_C_MOVE_RQ:
+    case DIMSE_C_GET_RQ:
+        qr_begin(ss, pc);
+        if (ss->answered && !dimse_has_data_set(cmd)) {
+            log_qr_refusal(ss);
+            return send_response(ss, ss->status, ss->comment);
+        }
         return CP_OK;
     default:
         if (DIMSE_IS_RESPONSE(cmd->command_field)) {
@@ -313,6 +633,8 @@ static cp_status on_data(void *ctx, uint8_t pc_id, const uint8_t *data, size_t l
     (void)pc_id;
     if (ss->cmd.command_field == DIMSE_C_STORE_RQ)
         return cstore_data(ss, data, len, last);
+    if (is_qr(ss->cmd.command_field))
+        return qr_data(ss, data, len, last);
     if (last)
         return send_response(ss, ss->status, ss->comment);
     return CP_OK;
@@ -366,6 +688,24 @@ static void log_rejection(const session *ss)
                 rj->result, rj->source, rj->reason, assoc_detail(ss->a));
 }
 
+/* One line when a caller proposed query or retrieve contexts it may not use. */
+static void log_refused_contexts(const session *ss, const pdu_assoc *rq)
+{
+    unsigned all = ASSOC_SERVICE_QUERY | ASSOC_SERVICE_RETRIEVE;
+    size_t refused = 0;
+
+    for (size_t i = 0; i < rq->pc_count; i++) {
+        const char *uid = rq->pcs[i].abstract_syntax.value;
+
+        if (assoc_abstract_supported(uid, all) &&
+            !assoc_abstract_supported(uid, ss->policy.services))
+            refused++;
+    }
+    if (refused > 0)
+        cp_log_warn("dicom.assoc.refused", "contexts=%zu detail=\"query/retrieve contexts "
+                    "refused: calling AE not allowed\"", refused);
+}
+
 static void on_associate_rq(session *ss)
 {
     const pdu_assoc *rq = assoc_request_pdu(ss->a);
@@ -375,6 +715,16 @@ static void on_associate_rq(session *ss)
     set_context(ss, rq->calling_ae, rq->called_ae);
     ae = find_ae(ss->s, rq->calling_ae);
     ss->allow = ae != NULL ? (ae->allow | SCP_ALLOW_ECHO) : (SCP_ALLOW_ECHO | SCP_ALLOW_STORE);
+    /*
+     * Query and retrieve contexts are offered only to callers allowed them:
+     * the others see those contexts rejected at negotiation (PS3.8 9.3.3.2),
+     * which PS3.4 C.4 leaves as the way to refuse a whole service.
+     */
+    if (ss->s->cfg.qr.run != NULL && (ss->allow & SCP_ALLOW_QUERY))
+        ss->policy.services |= ASSOC_SERVICE_QUERY;
+    if (ss->s->cfg.qr.run != NULL && (ss->allow & SCP_ALLOW_RETRIEVE))
+        ss->policy.services |= ASSOC_SERVICE_RETRIEVE;
+    log_refused_contexts(ss, rq);
     if (assoc_answer(ss->a, &accepted) != CP_OK && !accepted) {
         cp_log_warn("dicom.assoc.failed", "detail=\"%s\"", assoc_detail(ss->a));
         return;
@@ -392,19 +742,19 @@ static void on_associate_rq(session *ss)
 static void serve(session *ss)
 {
     scp *s = ss->s;
-    assoc_policy policy;
+    assoc_policy *policy = &ss->policy;
     assoc_ind ind = ASSOC_IND_NONE;
 
-    memset(&policy, 0, sizeof policy);
-    policy.ae_title = s->cfg.ae_title;
-    policy.calling_allowed = calling_allowed;
-    policy.calling_ctx = s;
-    policy.services = ASSOC_SERVICE_VERIFICATION | ASSOC_SERVICE_STORAGE;
-    policy.identity = s->cfg.identity;
-    policy.identity_ctx = s->cfg.identity_ctx;
-    policy.over_limit = ss->over_limit;
+    memset(policy, 0, sizeof *policy);
+    policy->ae_title = s->cfg.ae_title;
+    policy->calling_allowed = calling_allowed;
+    policy->calling_ctx = s;
+    policy->services = ASSOC_SERVICE_VERIFICATION | ASSOC_SERVICE_STORAGE;
+    policy->identity = s->cfg.identity;
+    policy->identity_ctx = s->cfg.identity_ctx;
+    policy->over_limit = ss->over_limit;
 
-    if (assoc_start_acceptor(ss->a, &policy) != CP_OK)
+    if (assoc_start_acceptor(ss->a, policy) != CP_OK)
         return;
     while (!assoc_is_closed(ss->a)) {
         assoc_state before = assoc_get_state(ss->a);
@@ -422,7 +772,8 @@ static void serve(session *ss)
             log_rejection(ss);
             break;
         case ASSOC_IND_PDATA:
-            handle_pdata(ss);
+            if (handle_pdata(ss) && ss->qr_ready)
+                qr_run(ss);
             break;
         case ASSOC_IND_RELEASE_RQ:
             if (!dimse_receiver_idle(&ss->rx))
@@ -470,6 +821,7 @@ static void *session_thread(void *arg)
         s->cfg.store.abort(ss->op);
     }
     dimse_receiver_free(&ss->rx);
+    cp_buf_free(&ss->ident);
     assoc_destroy(ss->a);
     cp_log_context_set(NULL);
 

@@ -2,7 +2,9 @@
  * scp.h - the DICOM server: a listening socket, one thread per association
  * (bounded), association negotiation (PS3.8, through assoc.h) and the
  * DIMSE services it performs as SCP (PS3.4 Annex A Verification, Annex B
- * Storage; PS3.7 9.1.1 C-STORE and 9.1.5 C-ECHO).
+ * Storage; PS3.7 9.1.1 C-STORE and 9.1.5 C-ECHO), and the frame that
+ * query/retrieve (Annex C: C-FIND, C-MOVE, C-GET, C-CANCEL) runs in, through
+ * scp_qr_service (net/qr.h implements it over the index and the store).
  *
  * C-STORE streams: every PDV of the data set goes to the store consumer as
  * it arrives, so an instance of any size costs one PDU of memory. The
@@ -72,6 +74,29 @@ typedef struct scp_store_consumer {
     void *ctx;
 } scp_store_consumer;
 
+/*
+ * Added for query/retrieve (PS3.4 C.4): a C-FIND, C-MOVE or C-GET whose
+ * identifier has arrived whole. The service's run is called on the
+ * association's thread with it; run answers through the scp_qr_* calls
+ * below (pending responses, the final one, C-STORE sub-operations on the
+ * same association for C-GET) and returns when the operation is over.
+ */
+typedef struct scp_qr_call scp_qr_call;
+
+typedef struct scp_qr_service {
+    void (*run)(void *ctx, scp_qr_call *call);  /* NULL: FIND/MOVE/GET not offered */
+    void *ctx;
+} scp_qr_service;
+
+/* Sub-operation counts of a C-MOVE or C-GET response (PS3.7 9.1.3, 9.1.4). */
+typedef struct scp_qr_counts {
+    bool present;
+    uint16_t remaining;                 /* sent with pending responses only */
+    uint16_t completed;
+    uint16_t failed;
+    uint16_t warning;
+} scp_qr_counts;
+
 typedef struct scp_config {
     char ae_title[PDU_AE_SIZE];
     const char *bind;                   /* address to listen on; NULL: 127.0.0.1 */
@@ -85,6 +110,7 @@ typedef struct scp_config {
     scp_store_consumer store;           /* begin == NULL: C-STORE refused (A700) */
     assoc_identity_fn identity;         /* NULL: identities are not checked */
     void *identity_ctx;
+    scp_qr_service qr;                  /* added for query/retrieve */
 } scp_config;
 
 typedef struct scp scp;
@@ -116,5 +142,50 @@ unsigned scp_active(scp *s);
 
 /* Parses "store,query,retrieve" (also "echo", "all", "none") into SCP_ALLOW_* bits. */
 cp_status scp_parse_allow(const char *text, unsigned *out);
+
+/* --- added for query/retrieve: what scp_qr_service.run works with ------- */
+
+/* The request command, its context and what the caller may do. */
+const dimse_command *scp_qr_command(const scp_qr_call *c);
+const assoc_context *scp_qr_context(const scp_qr_call *c);
+unsigned scp_qr_allow(const scp_qr_call *c);
+const char *scp_qr_calling_ae(const scp_qr_call *c);
+const char *scp_qr_called_ae(const scp_qr_call *c);
+uint64_t scp_qr_assoc_id(const scp_qr_call *c);
+
+/* The identifier's bytes, in the context's transfer syntax. */
+const uint8_t *scp_qr_identifier(const scp_qr_call *c, size_t *len);
+
+/* A configured remote AE by title (C-MOVE destinations), or NULL. */
+const scp_remote_ae *scp_qr_remote_ae(const scp_qr_call *c, const char *title);
+
+/*
+ * Sends a response: status, counts (NULL: none), an identifier of len
+ * bytes in the context's transfer syntax (NULL: none) and an Error Comment
+ * for failures (NULL: none).
+ */
+cp_status scp_qr_respond(scp_qr_call *c, uint16_t status, const scp_qr_counts *counts,
+                         const void *ident, size_t len, const char *comment);
+
+/*
+ * Whether the peer sent a C-CANCEL-RQ for this operation: reads what has
+ * already arrived without waiting. False once the association broke too
+ * (scp_qr_broken then tells).
+ */
+bool scp_qr_cancelled(scp_qr_call *c);
+bool scp_qr_broken(const scp_qr_call *c);
+
+/*
+ * C-GET sub-operations on the calling association (PS3.4 C.4.3.3): the
+ * context accepted for a storage SOP class in transfer syntax ts, with the
+ * SCP role for the requestor (0 when none); sending a C-STORE-RQ command
+ * (message ID filled in) and its data set; waiting for its C-STORE-RSP
+ * (a C-CANCEL-RQ arriving meanwhile is remembered for scp_qr_cancelled).
+ */
+uint8_t scp_qr_store_context(const scp_qr_call *c, const char *sop_class, const char *ts);
+cp_status scp_qr_store_command(scp_qr_call *c, uint8_t pc_id, dimse_command *cmd);
+cp_status scp_qr_store_data(scp_qr_call *c, uint8_t pc_id, const void *data, size_t len,
+                            bool last);
+cp_status scp_qr_store_wait(scp_qr_call *c, dimse_command *rsp);
 
 #endif

@@ -1,7 +1,7 @@
 /*
  * scu.c - the association requestor (PS3.8 9.1 and 9.3.2) and DIMSE as
- * SCU (PS3.7 9.1.5 C-ECHO; the command and data set calls that C-STORE
- * uses).
+ * SCU (PS3.7 9.1.5 C-ECHO, 9.1.1 C-STORE of Part 10 files, streamed from
+ * the file after its meta group).
  *
  * The transport is connected here (AE-1 of the state machine happens
  * before assoc_request is called, which then runs Evt1 and Evt2), with a
@@ -20,6 +20,10 @@
 
 #include "core/alloc.h"
 #include "core/limits.h"
+#include "dicom/dataset.h"
+#include "dicom/io.h"
+#include "dicom/tag.h"
+#include "dicom/ts.h"
 #include "dicom/writer.h"
 
 struct scu {
@@ -29,6 +33,8 @@ struct scu {
     dimse_receiver rx;
     dimse_command rsp;
     bool have_rsp;
+    cp_buf *rsp_data;                   /* where a response's data set goes, or NULL */
+    bool rsp_data_over;
 };
 
 /* Connects one address within timeout_ms; the socket stays blocking after. */
@@ -237,6 +243,18 @@ uint8_t scu_context_for(const scu *u, const char *abstract_syntax, const char **
     return 0;
 }
 
+uint8_t scu_context_for_ts(const scu *u, const char *abstract_syntax, const char *ts)
+{
+    for (size_t i = 0; i < assoc_context_count(u->a); i++) {
+        const assoc_context *c = assoc_context_at(u->a, i);
+
+        if (strcmp(c->abstract_syntax, abstract_syntax) == 0 &&
+            strcmp(c->transfer_syntax, ts) == 0)
+            return c->id;
+    }
+    return 0;
+}
+
 cp_status scu_send_command(scu *u, uint8_t pc_id, dimse_command *cmd, cp_error *err)
 {
     cp_buf buf = CP_BUF_INIT;
@@ -273,18 +291,25 @@ static cp_status on_rsp(void *ctx, uint8_t pc_id, const dimse_command *cmd)
     if (!DIMSE_IS_RESPONSE(cmd->command_field))
         return CP_OK;
     u->rsp = *cmd;
-    u->have_rsp = true;
+    /* A response with a data set is whole once its last fragment came. */
+    u->have_rsp = u->rsp_data == NULL || !dimse_has_data_set(cmd);
     return CP_OK;
 }
 
 static cp_status on_rsp_data(void *ctx, uint8_t pc_id, const uint8_t *data, size_t len,
                              bool last)
 {
-    (void)ctx;
+    scu *u = ctx;
+
     (void)pc_id;
-    (void)data;
-    (void)len;
-    (void)last;
+    if (u->rsp_data == NULL)
+        return CP_OK;
+    if (u->rsp_data->len + len > QR_IDENTIFIER_MAX)
+        u->rsp_data_over = true;
+    else if (cp_buf_append(u->rsp_data, data, len) != CP_OK)
+        return CP_ERR_NOMEM;
+    if (last)
+        u->have_rsp = true;
     return CP_OK;
 }
 
@@ -316,6 +341,39 @@ cp_status scu_wait_response(scu *u, dimse_command *rsp, cp_error *err)
     return CP_OK;
 }
 
+cp_status scu_wait_response_data(scu *u, dimse_command *rsp, cp_buf *data, cp_error *err)
+{
+    cp_status st;
+
+    cp_buf_reset(data);
+    u->rsp_data = data;
+    u->rsp_data_over = false;
+    st = scu_wait_response(u, rsp, err);
+    u->rsp_data = NULL;
+    if (st == CP_OK && u->rsp_data_over)
+        st = cp_error_set(err, CP_ERR_LIMIT, CP_ERROR_NO_OFFSET, CP_ERROR_NO_TAG,
+                          "response data set over %u bytes", QR_IDENTIFIER_MAX);
+    return st;
+}
+
+cp_status scu_cancel(scu *u, uint8_t pc_id, uint16_t message_id, cp_error *err)
+{
+    dimse_command cmd;
+    cp_buf buf = CP_BUF_INIT;
+    cp_status st;
+
+    memset(&cmd, 0, sizeof cmd);
+    cmd.command_field = DIMSE_C_CANCEL_RQ;
+    cmd.data_set_type = DIMSE_NO_DATA_SET;
+    cmd.fields = DIMSE_F_RESPONDED_TO;
+    cmd.responded_to = message_id;
+    st = dimse_encode_command(&cmd, &buf, err);
+    if (st == CP_OK)
+        st = assoc_send_pdata(u->a, pc_id, true, buf.data, buf.len, true);
+    cp_buf_free(&buf);
+    return st;
+}
+
 cp_status scu_echo(scu *u, uint16_t *status, cp_error *err)
 {
     dimse_command cmd, rsp;
@@ -339,6 +397,169 @@ cp_status scu_echo(scu *u, uint16_t *status, cp_error *err)
     if (rsp.command_field != DIMSE_C_ECHO_RSP || rsp.responded_to != cmd.message_id)
         return cp_error_set(err, CP_ERR_MALFORMED, CP_ERROR_NO_OFFSET, CP_ERROR_NO_TAG,
                             "unexpected %s to C-ECHO-RQ",
+                            dimse_command_name(rsp.command_field));
+    *status = (rsp.fields & DIMSE_F_STATUS) ? rsp.status : DIMSE_CANNOT_UNDERSTAND;
+    return CP_OK;
+}
+
+/* --- C-STORE ------------------------------------------------------------ */
+
+cp_status scu_part10_read(const char *path, scu_part10_info *out, cp_error *err)
+{
+    dcm_read_options opts = { 0 };
+    dcm_source *src = NULL;
+    dcm_file *file = NULL;
+    cp_status st;
+
+    memset(out, 0, sizeof *out);
+    st = dcm_source_open_file(path, &src, err);
+    if (st != CP_OK)
+        return st;
+    /* The meta group is all we need: stop at the data set's first element. */
+    opts.stop_before = DCM_TAG(0x0000, 0x0001);
+    st = dcm_file_read(src, &opts, &file, err);
+    if (st != CP_OK)
+        goto done;
+    if (file->meta == NULL ||
+        dcm_dataset_get_string(file->meta, DCM_TAG(0x0002, 0x0002), out->sop_class,
+                               sizeof out->sop_class) != CP_OK ||
+        dcm_dataset_get_string(file->meta, DCM_TAG(0x0002, 0x0003), out->sop_instance,
+                               sizeof out->sop_instance) != CP_OK) {
+        st = cp_error_set(err, CP_ERR_MALFORMED, CP_ERROR_NO_OFFSET, CP_ERROR_NO_TAG,
+                          "not a Part 10 file with SOP class and instance in its meta group");
+        goto done;
+    }
+    snprintf(out->ts, sizeof out->ts, "%s", file->transfer_syntax->uid);
+    out->dataset_offset = file->dataset_offset;
+    if (!dcm_source_size(src, &out->size))
+        st = cp_error_set(err, CP_ERR_IO, CP_ERROR_NO_OFFSET, CP_ERROR_NO_TAG,
+                          "the file's size is unknown");
+
+done:
+    dcm_file_destroy(file);
+    dcm_source_destroy(src);
+    return st;
+}
+
+static bool plain_le(const char *ts)
+{
+    return strcmp(ts, dcm_ts_explicit_le.uid) == 0 || strcmp(ts, dcm_ts_implicit_le.uid) == 0;
+}
+
+static cp_status stream_file(scu *u, uint8_t pc, const char *path,
+                             const scu_part10_info *info, cp_error *err)
+{
+    uint64_t left = info->size - info->dataset_offset;
+    uint8_t *chunk = NULL;
+    cp_status st = CP_OK;
+    FILE *f = fopen(path, "rb");
+
+    if (f == NULL || fseeko(f, (off_t)info->dataset_offset, SEEK_SET) != 0) {
+        st = cp_error_set(err, CP_ERR_IO, CP_ERROR_NO_OFFSET, CP_ERROR_NO_TAG,
+                          "cannot read the file");
+        goto done;
+    }
+    chunk = cp_malloc(QR_STREAM_CHUNK);
+    if (chunk == NULL) {
+        st = CP_ERR_NOMEM;
+        goto done;
+    }
+    do {
+        size_t n = left < QR_STREAM_CHUNK ? (size_t)left : QR_STREAM_CHUNK;
+
+        if (fread(chunk, 1, n, f) != n) {
+            st = cp_error_set(err, CP_ERR_IO, CP_ERROR_NO_OFFSET, CP_ERROR_NO_TAG,
+                              "the file shrank while it was sent");
+            break;
+        }
+        left -= n;
+        st = scu_send_data(u, pc, chunk, n, left == 0, err);
+    } while (st == CP_OK && left > 0);
+
+done:
+    cp_free(chunk);
+    if (f != NULL)
+        fclose(f);
+    return st;
+}
+
+/* Sends the data set rewritten in ts (Explicit <-> Implicit VR Little Endian). */
+static cp_status transcode_file(scu *u, uint8_t pc, const char *path,
+                                const scu_part10_info *info, const char *ts, cp_error *err)
+{
+    cp_buf out = CP_BUF_INIT;
+    dcm_sink sink = dcm_sink_to_buf(&out);
+    dcm_source *src = NULL;
+    dcm_file *file = NULL;
+    cp_status st;
+
+    if (info->size > QR_TRANSCODE_MAX)
+        return cp_error_set(err, CP_ERR_LIMIT, CP_ERROR_NO_OFFSET, CP_ERROR_NO_TAG,
+                            "file too large to change its transfer syntax");
+    st = dcm_source_open_file(path, &src, err);
+    if (st == CP_OK)
+        st = dcm_file_read(src, NULL, &file, err);
+    if (st == CP_OK)
+        st = dcm_write_dataset(file->dataset, dcm_ts_lookup(ts, strlen(ts)), src, &sink, err);
+    if (st == CP_OK)
+        st = scu_send_data(u, pc, out.data, out.len, true, err);
+    dcm_file_destroy(file);
+    dcm_source_destroy(src);
+    cp_buf_free(&out);
+    return st;
+}
+
+cp_status scu_store_file(scu *u, const char *path, const char *move_originator_ae,
+                         uint16_t move_originator_id, uint16_t *status, cp_error *err)
+{
+    static const char *const plain[] = { "1.2.840.10008.1.2.1", "1.2.840.10008.1.2" };
+    scu_part10_info info;
+    dimse_command cmd, rsp;
+    const char *ts = NULL;
+    uint8_t pc;
+    cp_status st;
+
+    *status = 0xFFFF;
+    st = scu_part10_read(path, &info, err);
+    if (st != CP_OK)
+        return st;
+    ts = info.ts;
+    pc = scu_context_for_ts(u, info.sop_class, info.ts);
+    for (size_t i = 0; pc == 0 && plain_le(info.ts) && i < 2; i++) {
+        ts = plain[i];
+        pc = scu_context_for_ts(u, info.sop_class, ts);
+    }
+    if (pc == 0)
+        return cp_error_set(err, CP_ERR_UNSUPPORTED, CP_ERROR_NO_OFFSET, CP_ERROR_NO_TAG,
+                            "the peer accepted no context for SOP class %s in %s",
+                            info.sop_class, info.ts);
+
+    memset(&cmd, 0, sizeof cmd);
+    cmd.command_field = DIMSE_C_STORE_RQ;
+    cmd.data_set_type = 0x0000;
+    cmd.fields = DIMSE_F_AFFECTED_SOP_CLASS | DIMSE_F_AFFECTED_SOP_INSTANCE |
+                 DIMSE_F_PRIORITY;
+    cmd.priority = DIMSE_PRIORITY_MEDIUM;
+    memcpy(cmd.affected_sop_class, info.sop_class, PDU_UID_SIZE);
+    memcpy(cmd.affected_sop_instance, info.sop_instance, PDU_UID_SIZE);
+    if (move_originator_ae != NULL) {
+        cmd.fields |= DIMSE_F_MOVE_ORIGINATOR_AE | DIMSE_F_MOVE_ORIGINATOR_ID;
+        snprintf(cmd.move_originator_ae, sizeof cmd.move_originator_ae, "%s",
+                 move_originator_ae);
+        cmd.move_originator_id = move_originator_id;
+    }
+    st = scu_send_command(u, pc, &cmd, err);
+    if (st == CP_OK && strcmp(ts, info.ts) == 0)
+        st = stream_file(u, pc, path, &info, err);
+    else if (st == CP_OK)
+        st = transcode_file(u, pc, path, &info, ts, err);
+    if (st == CP_OK)
+        st = scu_wait_response(u, &rsp, err);
+    if (st != CP_OK)
+        return st;
+    if (rsp.command_field != DIMSE_C_STORE_RSP || rsp.responded_to != cmd.message_id)
+        return cp_error_set(err, CP_ERR_MALFORMED, CP_ERROR_NO_OFFSET, CP_ERROR_NO_TAG,
+                            "unexpected %s to C-STORE-RQ",
                             dimse_command_name(rsp.command_field));
     *status = (rsp.fields & DIMSE_F_STATUS) ? rsp.status : DIMSE_CANNOT_UNDERSTAND;
     return CP_OK;

@@ -830,6 +830,69 @@ static void test_dispatch_table_rows(void **state)
     assert_int_equal(assoc_get_state(f->a), ASSOC_STA1);
 }
 
+/*
+ * Mutated requests followed by mutated P-DATA: whatever arrives, the machine
+ * ends in Sta1 within a bounded number of steps, and everything it sent
+ * decodes (ASan checks the memory side).
+ */
+static void test_mutated_input(void **state)
+{
+    fixture *f = *state;
+    cp_buf good = CP_BUF_INIT;
+    pdu_assoc rq;
+    uint32_t seed = 12345;
+
+    make_rq(&rq, "CLOUDPACS", "MODALITY");
+    assert_int_equal(pdu_encode_associate_rq(&good, &rq, NULL), CP_OK);
+    {
+        pdu_pdv v = { 3, true, true, (const uint8_t *)"0123456789", 10 };
+
+        assert_int_equal(pdu_encode_pdata(&good, &v, 1, NULL), CP_OK);
+    }
+
+    for (int iter = 0; iter < 3000; iter++) {
+        assoc *a = assoc_create(&mem_transport, &f->tp, &f->params);
+        int steps = 0;
+        pdu *p;
+
+        cp_buf_reset(&f->tp.in);
+        cp_buf_reset(&f->tp.out);
+        f->tp.pos = 0;
+        f->tp.shut = false;
+        f->tp.eof = (iter & 1) != 0;
+        f->tp.chunk = (size_t)(iter % 7);
+        f->out_pos = 0;
+        assert_int_equal(cp_buf_append(&f->tp.in, good.data, good.len), CP_OK);
+        for (int m = 0; m < 1 + iter % 4; m++) {
+            seed = seed * 1103515245u + 12345u;
+            f->tp.in.data[(seed >> 8) % good.len] = (uint8_t)(seed >> 20);
+        }
+        if (iter % 5 == 0)
+            f->tp.in.len = (seed >> 4) % good.len;
+
+        assert_int_equal(assoc_start_acceptor(a, &f->policy), CP_OK);
+        while (assoc_get_state(a) != ASSOC_STA1 && steps++ < 50) {
+            assoc_ind ind = ASSOC_IND_NONE;
+            bool accepted;
+
+            assert_int_equal(assoc_step(a, &ind), CP_OK);
+            if (ind == ASSOC_IND_ASSOCIATE_RQ)
+                assoc_answer(a, &accepted);
+            else if (ind == ASSOC_IND_RELEASE_RQ)
+                assoc_release_response(a);
+            else if (ind == ASSOC_IND_PDATA)
+                assoc_abort(a);
+            f->tp.eof = true;
+        }
+        assert_int_equal(assoc_get_state(a), ASSOC_STA1);
+        while ((p = next_sent(f)) != NULL)
+            pdu_destroy(p);
+        assert_int_equal(f->out_pos, f->tp.out.len);
+        assoc_destroy(a);
+    }
+    cp_buf_free(&good);
+}
+
 static void test_abstract_supported(void **state)
 {
     (void)state;
@@ -875,6 +938,7 @@ int main(void)
         T(test_collision_acceptor),
         T(test_impossible_primitive),
         T(test_dispatch_table_rows),
+        T(test_mutated_input),
         T(test_abstract_supported),
     };
 #undef T

@@ -312,6 +312,32 @@ static void test_receiver_faults(void **state)
     cp_buf_free(&cmd);
 }
 
+/* Mutated command sets decode or fail cleanly (ASan watches the reads). */
+static void test_mutated_commands(void **state)
+{
+    uint8_t buf[sizeof echoscu_command];
+    uint32_t seed = 99;
+    int ok = 0;
+
+    (void)state;
+    for (int iter = 0; iter < 20000; iter++) {
+        dimse_command c;
+        cp_error err;
+        size_t len = sizeof buf;
+
+        memcpy(buf, echoscu_command, sizeof buf);
+        for (int m = 0; m < 1 + iter % 3; m++) {
+            seed = seed * 1103515245u + 12345u;
+            buf[(seed >> 8) % sizeof buf] = (uint8_t)(seed >> 20);
+        }
+        if (iter % 4 == 0)
+            len = (seed >> 3) % sizeof buf;
+        cp_error_clear(&err);
+        ok += dimse_decode_command(buf, len, &c, &err) == CP_OK;
+    }
+    assert_true(ok > 0);
+}
+
 static void test_names(void **state)
 {
     (void)state;
@@ -330,6 +356,7 @@ int main(void)
         cmocka_unit_test(test_decode_faults),
         cmocka_unit_test(test_receiver_fragments),
         cmocka_unit_test(test_receiver_faults),
+        cmocka_unit_test(test_mutated_commands),
         cmocka_unit_test(test_names),
     };
 
