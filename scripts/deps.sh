@@ -13,13 +13,16 @@ build_pkgs=(
     g++ libopenjph-dev
     libsodium-dev
     libmicrohttpd-dev
+    libgnutls28-dev
 )
 test_pkgs=(
     clang libclang-rt-14-dev
     libcmocka-dev
     dcmtk
-    python3 python3-pydicom python3-pytest python3-numpy
+    python3 python3-pydicom python3-pytest python3-numpy python3-pil
     libopenjp2-tools openjph-tools
+    dicom3tools openssl
+    chromium
 )
 
 want=("${build_pkgs[@]}")
@@ -33,6 +36,14 @@ for pkg in "${want[@]}"; do
         missing+=("$pkg")
     fi
 done
+
+# Node.js and npm fetch the viewer and run the Node clients in the tests.
+# Machines often carry their own Node.js (with npm inside it); Debian's npm
+# package would pull Debian's older nodejs over it, so it is installed only
+# when there is no npm at all.
+if ! command -v npm >/dev/null 2>&1; then
+    missing+=(nodejs npm)
+fi
 
 if ((${#missing[@]} == 0)); then
     exit 0

@@ -18,6 +18,8 @@ if [[ ! -d build-release ]]; then
     meson setup build-release --buildtype=release -Dtests=disabled >/dev/null
 fi
 ninja -C build-release src/cli/cloudpacs >/dev/null
+scripts/viewer.sh || echo "cloudpacs: the viewer could not be installed (it needs npm);" \
+    "/viewer/ will answer 404" >&2
 cloudpacs=build-release/src/cli/cloudpacs
 data_dir=${CLOUDPACS_DATA_DIR:-$(pwd)/cloudpacs-data}
 export CLOUDPACS_DATA_DIR=$data_dir
@@ -39,6 +41,8 @@ cloudpacs is starting. Send studies to it with any DICOM sender, for example:
   $cloudpacs import FOLDER
 and check it with:
   $cloudpacs echo 127.0.0.1 ${CLOUDPACS_DICOM_PORT:-11112}
+and look at them in the viewer:
+  http://127.0.0.1:${CLOUDPACS_HTTP_PORT:-8042}/viewer/
 
 EOT
 exec "$cloudpacs" serve

@@ -16,6 +16,7 @@ static const cli_command commands[] = {
     { "send", "send DICOM files or a stored study with C-STORE", cli_send_run,
       cli_send_usage },
     { "find", "query a DICOM peer with C-FIND", cli_find_run, cli_find_usage },
+    { "changes", "list the archive's change log", cli_changes_run, cli_changes_usage },
     { NULL, NULL, NULL, NULL },
 };
 

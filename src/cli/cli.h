@@ -42,6 +42,9 @@ void cli_send_usage(FILE *out);
 int cli_find_run(int argc, char **argv);
 void cli_find_usage(FILE *out);
 
+int cli_changes_run(int argc, char **argv);
+void cli_changes_usage(FILE *out);
+
 /* The command table, ending with an entry whose name is NULL. */
 const cli_command *cli_commands(void);
 

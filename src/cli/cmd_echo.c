@@ -1,7 +1,8 @@
 /*
  * cmd_echo.c - `cloudpacs echo`: a C-ECHO (PS3.7 9.1.5, the Verification
  * service of PS3.4 Annex A) to a DICOM peer, to check that it is reachable
- * and accepts us, as DCMTK's echoscu does.
+ * and accepts us, as DCMTK's echoscu does; with --tls over the TLS secure
+ * transport connection profile of PS3.15 B.1 (net/tls.h).
  */
 #include <stdbool.h>
 #include <stdio.h>
@@ -13,6 +14,7 @@
 #include "core/limits.h"
 #include "net/pdu.h"
 #include "net/scu.h"
+#include "net/tls.h"
 
 typedef struct echo_args {
     const char *aet;
@@ -21,6 +23,8 @@ typedef struct echo_args {
     long port;
     long timeout;
     long count;
+    bool tls;
+    tls_config tlsc;
 } echo_args;
 
 void cli_echo_usage(FILE *out)
@@ -36,6 +40,11 @@ void cli_echo_usage(FILE *out)
         "  --aec TITLE    the peer's (called) AE title (default CLOUDPACS)\n"
         "  --timeout S    seconds for connecting and for each answer (default %d)\n"
         "  --count N      echoes on the association (default 1)\n"
+        "  --tls          use DICOM over TLS (PS3.15 B.1)\n"
+        "  --cert FILE    with --tls: our PEM certificate, presented to the peer\n"
+        "  --key FILE     with --tls: its PEM private key\n"
+        "  --ca FILE      with --tls: the PEM CAs to verify the peer by (default:\n"
+        "                 the system trust store)\n"
         "  -h, --help     this text\n"
         "\n"
         "exit status: 0 when every echo succeeded; 5 when the peer could not be\n"
@@ -75,6 +84,14 @@ static int parse_args(int argc, char **argv, echo_args *a)
         } else if (strcmp(argv[i], "--count") == 0 && v != NULL &&
                    parse_long(v, 1, 65535, &a->count)) {
             i++;
+        } else if (strcmp(argv[i], "--tls") == 0) {
+            a->tls = true;
+        } else if (strcmp(argv[i], "--cert") == 0 && v != NULL) {
+            a->tlsc.cert = argv[++i];
+        } else if (strcmp(argv[i], "--key") == 0 && v != NULL) {
+            a->tlsc.key = argv[++i];
+        } else if (strcmp(argv[i], "--ca") == 0 && v != NULL) {
+            a->tlsc.ca = argv[++i];
         } else if (argv[i][0] != '-' && pos == 0) {
             a->host = argv[i];
             pos++;
@@ -112,6 +129,7 @@ int cli_echo_run(int argc, char **argv)
     echo_args a;
     scu_config cfg;
     scu *u = NULL;
+    tls_ctx *tls = NULL;
     cp_error err;
     struct timespec t0;
     int rc;
@@ -130,9 +148,16 @@ int cli_echo_run(int argc, char **argv)
     cfg.params.artim_ms = (int)a.timeout * 1000;
     cfg.params.idle_ms = (int)a.timeout * 1000;
     cp_error_clear(&err);
+    if (a.tls && tls_create(&a.tlsc, false, &tls, &err) != CP_OK) {
+        fprintf(stderr, "cloudpacs echo: %s\n", err.detail);
+        return CLI_EXIT_USAGE;
+    }
+    if (tls != NULL)
+        cfg.wrap = tls_wrap(tls);
     clock_gettime(CLOCK_MONOTONIC, &t0);
     if (scu_connect(&cfg, &prop, 1, &u, &err) != CP_OK) {
         fprintf(stderr, "cloudpacs echo: %s port %ld: %s\n", a.host, a.port, err.detail);
+        tls_destroy(tls);
         return CLI_EXIT_UNAVAILABLE;
     }
 
@@ -155,5 +180,6 @@ int cli_echo_run(int argc, char **argv)
         printf("C-ECHO %s port %ld (%s -> %s): success, %ld echo%s in %.1f ms\n", a.host,
                a.port, a.aet, a.aec, a.count, a.count == 1 ? "" : "es", elapsed_ms(&t0));
     scu_destroy(u);
+    tls_destroy(tls);
     return rc;
 }

@@ -3,7 +3,8 @@
  * service class of PS3.4 Annex B) of Part 10 files, or of a study kept in
  * the data directory, to another application entity, as DCMTK's storescu
  * does. Each file's data set is streamed from the file after its meta
- * group (net/scu.h).
+ * group (net/scu.h). With --tls, over the TLS secure transport connection
+ * profile of PS3.15 B.1 (net/tls.h).
  */
 #include <dirent.h>
 #include <stdbool.h>
@@ -19,6 +20,7 @@
 #include "index/index.h"
 #include "net/pdu.h"
 #include "net/scu.h"
+#include "net/tls.h"
 
 /* Presentation contexts one association proposes at most (PS3.8 9.3.2.2). */
 #define SEND_CONTEXTS_MAX 128
@@ -36,6 +38,8 @@ typedef struct send_args {
     const char *config;
     char **paths;
     int path_count;
+    bool tls;
+    tls_config tlsc;
 } send_args;
 
 /* The files to send, with what their meta groups say. */
@@ -61,6 +65,11 @@ void cli_send_usage(FILE *out)
         "                 [dicom] ae_title with --study)\n"
         "  --aec TITLE    the peer's (called) AE title (default CLOUDPACS)\n"
         "  --config FILE  the configuration (default: $CLOUDPACS_CONFIG)\n"
+        "  --tls          use DICOM over TLS (PS3.15 B.1)\n"
+        "  --cert FILE    with --tls: our PEM certificate, presented to the peer\n"
+        "  --key FILE     with --tls: its PEM private key\n"
+        "  --ca FILE      with --tls: the PEM CAs to verify the peer by (default:\n"
+        "                 the system trust store)\n"
         "  -h, --help     this text\n"
         "\n"
         "exit status: 0 when every instance was stored; 1 when one failed; 3\n"
@@ -91,6 +100,14 @@ static int parse_args(int argc, char **argv, send_args *a)
             a->to = argv[++i];
         } else if (strcmp(argv[i], "--config") == 0 && v != NULL) {
             a->config = argv[++i];
+        } else if (strcmp(argv[i], "--tls") == 0) {
+            a->tls = true;
+        } else if (strcmp(argv[i], "--cert") == 0 && v != NULL) {
+            a->tlsc.cert = argv[++i];
+        } else if (strcmp(argv[i], "--key") == 0 && v != NULL) {
+            a->tlsc.key = argv[++i];
+        } else if (strcmp(argv[i], "--ca") == 0 && v != NULL) {
+            a->tlsc.ca = argv[++i];
         } else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
             cli_send_usage(stdout);
             return -1;
@@ -313,6 +330,7 @@ static int send_all(const send_args *a, const send_list *l)
     size_t sent = 0, failed = 0;
     scu_config cfg;
     scu *u = NULL;
+    tls_ctx *tls = NULL;
     cp_error err;
 
     memset(&cfg, 0, sizeof cfg);
@@ -321,8 +339,15 @@ static int send_all(const send_args *a, const send_list *l)
     cfg.host = a->host;
     cfg.port = (uint16_t)a->port;
     cp_error_clear(&err);
+    if (a->tls && tls_create(&a->tlsc, false, &tls, &err) != CP_OK) {
+        fprintf(stderr, "cloudpacs send: %s\n", err.detail);
+        return CLI_EXIT_USAGE;
+    }
+    if (tls != NULL)
+        cfg.wrap = tls_wrap(tls);
     if (scu_connect(&cfg, props, n, &u, &err) != CP_OK) {
         fprintf(stderr, "cloudpacs send: %s port %ld: %s\n", a->host, a->port, err.detail);
+        tls_destroy(tls);
         return CLI_EXIT_UNAVAILABLE;
     }
     for (size_t i = 0; i < l->count; i++) {
@@ -347,6 +372,7 @@ static int send_all(const send_args *a, const send_list *l)
     if (scu_release(u, &err) != CP_OK && failed == 0)
         failed++;
     scu_destroy(u);
+    tls_destroy(tls);
     printf("C-STORE %s port %ld (%s -> %s): %zu sent, %zu failed\n", a->host, a->port,
            a->aet, a->aec, sent, failed);
     return failed == 0 && sent == l->count ? CLI_EXIT_OK : CLI_EXIT_FAILURE;

@@ -11,20 +11,33 @@
  *   [dicom]  ae_title (CLOUDPACS), port (11112), bind (127.0.0.1),
  *            max_associations, artim_timeout, idle_timeout (seconds),
  *            max_pdu, accept_unknown (true when bind is a loopback
- *            address, false otherwise)
+ *            address, false otherwise); DICOM over TLS (PS3.15 B.1,
+ *            net/tls.h) on a port of its own beside the plain one:
+ *            tls_port (0: off), tls_cert, tls_key, tls_ca (client
+ *            certificates required and verified when set), tls_min_version
+ *            (1.2), tls_priority (TLS_PRIORITY_DEFAULT)
  *   [ae.NAME] host, port, allow = store,query,retrieve; title (NAME)
- *   [archive] duplicate_policy = keep | overwrite | reject
+ *   [archive] duplicate_policy = keep | overwrite | reject;
+ *            study_quiet_seconds (60): a study is announced complete once
+ *            no instance arrived for that long (archive/completion.h)
  *   [http]   port (8042), bind (127.0.0.1), token (none: open): the web
- *            service, DICOMweb under /dicom-web (dicomweb/dicomweb.h)
+ *            service, DICOMweb under /dicom-web (dicomweb/dicomweb.h);
+ *            viewer_dir (web/viewer under the working directory or above
+ *            the binary, as scripts/viewer.sh installs it): the OHIF
+ *            viewer at /viewer/ (http/static.h)
  */
+#include <inttypes.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include "archive/archive.h"
+#include "archive/completion.h"
 #include "cli/cli.h"
 #include "core/alloc.h"
 #include "core/config.h"
@@ -33,9 +46,11 @@
 #include "dicomweb/dicomweb.h"
 #include "dicom/ts.h"
 #include "http/http.h"
+#include "http/static.h"
 #include "index/index.h"
 #include "net/qr.h"
 #include "net/scp.h"
+#include "net/tls.h"
 #include "store/store.h"
 
 #define SERVE_PATH_MAX 4096
@@ -52,9 +67,20 @@ typedef struct serve_state {
     index_db *idx;
     archive *arc;
     scp *server;
+    scp *tls_server;                    /* DICOM over TLS, or NULL */
+    tls_ctx *tls;
+    pthread_t tls_thread;
+    bool tls_started;
+    pthread_t completion_thread;        /* announces complete studies */
+    bool completion_started;
+    bool completion_stop;
+    pthread_mutex_t completion_lock;
+    pthread_cond_t completion_wake;
+    int64_t quiet_s;
     qr *qr;                             /* C-FIND, C-MOVE, C-GET (net/qr.h) */
     http_server *web;
     dweb_service *dweb;
+    http_static *viewer;                /* the OHIF build at /viewer/ */
     scp_remote_ae *aes;
     size_t ae_count;
     char data_dir[SERVE_PATH_MAX];
@@ -63,6 +89,7 @@ typedef struct serve_state {
 
 /* The server scp_stop is called on from the signal handler. */
 static scp *volatile serve_running;
+static scp *volatile serve_running_tls;
 
 /* Set by the signal handler, for a process that runs the web service alone. */
 static volatile sig_atomic_t serve_stop_asked;
@@ -93,14 +120,22 @@ void cli_serve_usage(FILE *out)
         "          false otherwise: unknown calling AEs are then rejected)\n"
         "  [ae.NAME] a remote AE: host, port, allow = store,query,retrieve,\n"
         "          title (default NAME)\n"
-        "  [archive] duplicate_policy = keep | overwrite | reject\n"
+        "  [dicom] DICOM over TLS on a port of its own (PS3.15 B.1): tls_port\n"
+        "          (0: off), tls_cert, tls_key (PEM), tls_ca (when set, clients\n"
+        "          must present a certificate it verifies), tls_min_version\n"
+        "          (1.2 or 1.3; 1.2), tls_priority (GnuTLS priorities; default\n"
+        "          %s)\n"
+        "  [archive] duplicate_policy = keep | overwrite | reject,\n"
+        "          study_quiet_seconds (%d): a study is announced complete once\n"
+        "          no instance arrived for that long\n"
         "  [http]  port (8042; CLOUDPACS_HTTP_PORT), bind (127.0.0.1), token\n"
-        "          (when set, requests need \"Authorization: Bearer TOKEN\")\n"
+        "          (when set, requests need \"Authorization: Bearer TOKEN\"),\n"
+        "          viewer_dir (web/viewer, from scripts/viewer.sh): the viewer\n"
         "\n"
         "exit status: 0 after a clean shutdown; 4 when the configuration is\n"
         "wrong; 1 when the data directory or the port cannot be opened.\n",
         SCP_ASSOCIATIONS_DEFAULT, ASSOC_ARTIM_DEFAULT_S, ASSOC_IDLE_DEFAULT_S,
-        PDU_RECEIVE_MAX_DEFAULT);
+        PDU_RECEIVE_MAX_DEFAULT, TLS_PRIORITY_DEFAULT, COMPLETION_QUIET_DEFAULT_S);
 }
 
 static int parse_args(int argc, char **argv, serve_args *args)
@@ -405,9 +440,12 @@ static int open_qr(serve_state *s, const scp_config *sc)
 static void serve_close(serve_state *s)
 {
     scp_destroy(s->server);
+    scp_destroy(s->tls_server);
+    tls_destroy(s->tls);
     qr_destroy(s->qr);
     http_server_destroy(s->web);
     dweb_destroy(s->dweb);
+    http_static_destroy(s->viewer);
     archive_destroy(s->arc);
     index_destroy(s->idx);
     store_destroy(s->st);
@@ -423,6 +461,9 @@ static void on_signal(int sig)
 
     (void)sig;
     serve_stop_asked = 1;
+    if (server != NULL)
+        scp_stop(server);
+    server = serve_running_tls;
     if (server != NULL)
         scp_stop(server);
 }
@@ -498,6 +539,162 @@ static int listen_dicom(serve_state *s, scp_config *sc)
     return CLI_EXIT_OK;
 }
 
+/*
+ * The TLS port: a second server with the same configuration, whose
+ * connections run the TLS handshake (within ARTIM) before the association.
+ */
+static int listen_tls(serve_state *s, const scp_config *sc)
+{
+    const cp_config *cfg = s->cfg;
+    const char *minv = cp_config_get(cfg, "dicom", "tls_min_version", "1.2");
+    tls_config tc;
+    scp_config tsc = *sc;
+    int64_t port = 0;
+    char text[CP_ERROR_DETAIL_MAX + 64];
+    cp_error err;
+
+    cp_error_clear(&err);
+    if (cp_config_get_int(cfg, "dicom", "tls_port", 0, 0, 65535, &port, &err) != CP_OK)
+        return config_error(&err);
+    if (port == 0)
+        return CLI_EXIT_OK;
+    memset(&tc, 0, sizeof tc);
+    tc.cert = cp_config_get(cfg, "dicom", "tls_cert", NULL);
+    tc.key = cp_config_get(cfg, "dicom", "tls_key", NULL);
+    tc.ca = cp_config_get(cfg, "dicom", "tls_ca", NULL);
+    tc.priority = cp_config_get(cfg, "dicom", "tls_priority", NULL);
+    if (tls_parse_version(minv, &tc.min_version) != CP_OK) {
+        fprintf(stderr, "cloudpacs serve: [dicom] tls_min_version \"%s\": 1.2 or 1.3\n",
+                minv);
+        return CLI_EXIT_CONFIG;
+    }
+    if (tls_create(&tc, true, &s->tls, &err) != CP_OK)
+        return config_error(&err);
+
+    tsc.port = (uint16_t)port;
+    tsc.wrap = tls_wrap(s->tls);
+    if (scp_create(&tsc, &s->tls_server, &err) != CP_OK)
+        return config_error(&err);
+    if (scp_listen(s->tls_server, &err) != CP_OK) {
+        fprintf(stderr, "cloudpacs serve: TLS: %s\n", cp_error_format(&err, text, sizeof text));
+        return CLI_EXIT_FAILURE;
+    }
+    cp_log_info("serve.tls_configured", "tls_port=%u mutual=%s min_version=%s",
+                scp_port(s->tls_server), tc.ca != NULL && tc.ca[0] != '\0' ? "true" : "false",
+                minv);
+    return CLI_EXIT_OK;
+}
+
+static void *tls_thread_main(void *arg)
+{
+    serve_state *s = arg;
+    cp_error err;
+
+    cp_error_clear(&err);
+    if (scp_run(s->tls_server, &err) != CP_OK)
+        cp_log_error("serve.tls_failed", "detail=\"%s\"", err.detail);
+    return NULL;
+}
+
+/* --- study completion --------------------------------------------------- */
+
+static int64_t wall_us(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static void on_study_complete(void *ctx, const completion_study *study)
+{
+    (void)ctx;
+    cp_log_info("archive.study_complete", "study_uid=%s instances=%" PRIu32
+                " institution=%" PRId64, study->study_uid, study->instances,
+                study->institution_id);
+}
+
+/*
+ * Passes every half quiet time (at least every 0.2 s, at most every 10 s),
+ * so a study is announced between one and one and a half quiet times
+ * after its last instance. A failed pass is logged and tried again.
+ */
+static void *completion_main(void *arg)
+{
+    serve_state *s = arg;
+    int64_t period_ms = s->quiet_s * 500;
+
+    if (period_ms < 200)
+        period_ms = 200;
+    if (period_ms > 10000)
+        period_ms = 10000;
+    pthread_mutex_lock(&s->completion_lock);
+    while (!s->completion_stop) {
+        struct timespec until;
+        size_t n = 0;
+        cp_error err;
+
+        pthread_mutex_unlock(&s->completion_lock);
+        cp_error_clear(&err);
+        if (completion_pass(s->idx, wall_us(), s->quiet_s * 1000000, on_study_complete, s,
+                            &n, &err) != CP_OK)
+            cp_log_warn("archive.completion_failed", "detail=\"%s\"", err.detail);
+
+        clock_gettime(CLOCK_MONOTONIC, &until);
+        until.tv_sec += period_ms / 1000;
+        until.tv_nsec += (period_ms % 1000) * 1000000;
+        if (until.tv_nsec >= 1000000000) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000;
+        }
+        pthread_mutex_lock(&s->completion_lock);
+        while (!s->completion_stop &&
+               pthread_cond_timedwait(&s->completion_wake, &s->completion_lock, &until) == 0)
+            continue;
+    }
+    pthread_mutex_unlock(&s->completion_lock);
+    return NULL;
+}
+
+static int start_completion(serve_state *s)
+{
+    pthread_condattr_t ca;
+    cp_error err;
+
+    cp_error_clear(&err);
+    if (cp_config_get_int(s->cfg, "archive", "study_quiet_seconds", COMPLETION_QUIET_DEFAULT_S,
+                          1, ASSOC_TIMEOUT_MAX_S, &s->quiet_s, &err) != CP_OK)
+        return config_error(&err);
+    pthread_mutex_init(&s->completion_lock, NULL);
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&s->completion_wake, &ca);
+    pthread_condattr_destroy(&ca);
+    if (pthread_create(&s->completion_thread, NULL, completion_main, s) != 0) {
+        fprintf(stderr, "cloudpacs serve: cannot start the study completion thread\n");
+        pthread_mutex_destroy(&s->completion_lock);
+        pthread_cond_destroy(&s->completion_wake);
+        return CLI_EXIT_FAILURE;
+    }
+    s->completion_started = true;
+    cp_log_info("serve.completion", "study_quiet_seconds=%" PRId64, s->quiet_s);
+    return CLI_EXIT_OK;
+}
+
+static void stop_completion(serve_state *s)
+{
+    if (!s->completion_started)
+        return;
+    pthread_mutex_lock(&s->completion_lock);
+    s->completion_stop = true;
+    pthread_cond_signal(&s->completion_wake);
+    pthread_mutex_unlock(&s->completion_lock);
+    pthread_join(s->completion_thread, NULL);
+    pthread_mutex_destroy(&s->completion_lock);
+    pthread_cond_destroy(&s->completion_wake);
+    s->completion_started = false;
+}
+
 static int run_dicom(serve_state *s, const scp_config *sc)
 {
     cp_error err;
@@ -511,12 +708,50 @@ static int run_dicom(serve_state *s, const scp_config *sc)
                 sc->max_associations);
     printf("cloudpacs: DICOM service ready on %s port %u, AE title %s, data in %s\n",
            sc->bind, scp_port(s->server), sc->ae_title, s->data_dir);
+    if (s->tls_server != NULL) {
+        serve_running_tls = s->tls_server;
+        s->tls_started = pthread_create(&s->tls_thread, NULL, tls_thread_main, s) == 0;
+        if (!s->tls_started) {
+            fprintf(stderr, "cloudpacs serve: cannot start the TLS service\n");
+            serve_running_tls = NULL;
+            serve_running = NULL;
+            return CLI_EXIT_FAILURE;
+        }
+        cp_log_info("serve.tls_ready", "tls_port=%u", scp_port(s->tls_server));
+        printf("cloudpacs: DICOM TLS service ready on %s port %u\n", sc->bind,
+               scp_port(s->tls_server));
+    }
     fflush(stdout);
 
     scp_run(s->server, &err);
     serve_running = NULL;
+    if (s->tls_started) {
+        scp_stop(s->tls_server);
+        pthread_join(s->tls_thread, NULL);
+        serve_running_tls = NULL;
+    }
     cp_log_info("serve.stopped", "dicom_port=%u", scp_port(s->server));
     return CLI_EXIT_OK;
+}
+
+/*
+ * Serves the OHIF viewer at /viewer/: from [http] viewer_dir, else from the
+ * web/viewer that scripts/viewer.sh fills, found by http_static_locate.
+ * Without one, /viewer/ answers 404 with how to install it.
+ */
+static cp_status register_viewer(serve_state *s, cp_error *err)
+{
+    char found[SERVE_PATH_MAX];
+    const char *dir = cp_config_get(s->cfg, "http", "viewer_dir", "");
+    http_static_config vc = { "/viewer", NULL, "index.html",
+                              "the viewer is not installed: run scripts/viewer.sh" };
+
+    if (dir[0] != '\0')
+        vc.root = dir;
+    else if (http_static_locate("web/viewer", "index.html", found, sizeof found) == CP_OK)
+        vc.root = found;
+    cp_log_info("serve.viewer", "dir=\"%s\"", vc.root != NULL ? vc.root : "-");
+    return http_static_register(s->web, &vc, &s->viewer, err);
 }
 
 /*
@@ -542,7 +777,8 @@ static int start_web(serve_state *s, bool required)
         return config_error(&err);
     hc.port = (uint16_t)port;
     if (http_server_create(&hc, &s->web, &err) != CP_OK ||
-        dweb_register(s->web, &dc, &s->dweb, &err) != CP_OK)
+        dweb_register(s->web, &dc, &s->dweb, &err) != CP_OK ||
+        register_viewer(s, &err) != CP_OK)
         return config_error(&err);
     if (http_server_start(s->web, &err) != CP_OK) {
         cp_error_format(&err, text, sizeof text);
@@ -604,8 +840,12 @@ int cli_serve_run(int argc, char **argv)
         rc = read_dicom_config(&s, &sc);
     if (rc == CLI_EXIT_OK && dicom)
         rc = listen_dicom(&s, &sc);
+    if (rc == CLI_EXIT_OK && dicom)
+        rc = listen_tls(&s, &sc);
     if (rc == CLI_EXIT_OK)
         rc = open_data(&s);
+    if (rc == CLI_EXIT_OK)
+        rc = start_completion(&s);
     if (rc == CLI_EXIT_OK && dicom)
         rc = open_qr(&s, &sc);
     if (rc == CLI_EXIT_OK && web)
@@ -616,6 +856,7 @@ int cli_serve_run(int argc, char **argv)
         rc = run_web_alone(&s);
     if (s.web != NULL)
         http_server_stop(s.web, 2000);
+    stop_completion(&s);
     serve_close(&s);
     return rc;
 }

@@ -500,6 +500,34 @@
 /* Answers the cache holds at most, whatever their size. */
 #define DWEB_METADATA_ENTRIES_MAX 1024
 
+/* --- DICOMweb rendering (src/dicomweb/render.c, wado_uri.c) --------------- */
+
+/*
+ * The largest viewport a rendered or thumbnail request may ask for (PS3.18
+ * 8.3.5.1.3), per side: a picture of 4096 x 4096 RGB is 48 MB, beyond what
+ * a browser shows, and bounds what one request makes the server allocate.
+ */
+#define DWEB_RENDER_VIEWPORT_MAX  4096u
+
+/*
+ * Parts of one rendered series or study answer (multipart/related of one
+ * image per instance): a large CT series is about 2000 slices.
+ */
+#define DWEB_RENDER_PARTS_MAX     4096u
+
+/*
+ * Bytes of a cached thumbnail read back from the blob store: a 128 x 128
+ * JPEG is about 5 KB; one larger than this is not ours and is re-rendered.
+ */
+#define DWEB_THUMB_BYTES_MAX      (4u * 1024 * 1024)
+
+/*
+ * Instances of a study or series tried in turn for its thumbnail, so that a
+ * study whose first instances hold no pixels (a report, a plan) still gets
+ * a picture without every instance of a large study being read.
+ */
+#define DWEB_THUMB_TRIES_MAX      32u
+
 /* --- query/retrieve (net/qr.c, PS3.4 C.4) ------------------------------- */
 
 /*
@@ -528,5 +556,35 @@
  * and Implicit VR Little Endian for a peer that takes only the other.
  */
 #define QR_TRANSCODE_MAX          (256u * 1024 * 1024)
+
+/* --- static files (src/http/static.c): the viewer's build ------------------- */
+
+/*
+ * Bytes of a static file's path on disk (the root plus the request path);
+ * Linux's PATH_MAX, so every name the kernel accepts fits.
+ */
+#define HTTP_STATIC_PATH_MAX      4096
+
+/*
+ * Directories above the cloudpacs binary searched for the default root of
+ * the static files: the binary sits at <repo>/<build>/src/cli/cloudpacs.
+ */
+#define HTTP_STATIC_SEARCH_UP     4
+
+/* --- study completion (src/archive/completion.c) ---------------------------- */
+
+/*
+ * Studies one completion pass announces at most; the rest wait for the next
+ * pass, a few seconds later, so that one pass holds little memory.
+ */
+#define COMPLETION_BATCH_MAX      256
+
+/* The default quiet time after which a study is announced complete. */
+#define COMPLETION_QUIET_DEFAULT_S 60
+
+/* --- DICOM over TLS (src/net/tls.c) ------------------------------------------ */
+
+/* Bytes of the GnuTLS priority string once the version limits are added. */
+#define TLS_PRIORITY_MAX          512
 
 #endif

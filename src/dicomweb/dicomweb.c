@@ -12,8 +12,10 @@
 #include "core/alloc.h"
 #include "core/limits.h"
 #include "dicomweb/qido.h"
+#include "dicomweb/render.h"
 #include "dicomweb/stow.h"
 #include "dicomweb/wado.h"
+#include "dicomweb/wado_uri.h"
 
 /* Bytes of an ETag kept as a cache key (ours are 40). */
 #define DWEB_ETAG_MAX 64
@@ -69,6 +71,25 @@ static const dweb_route dweb_routes[] = {
     { HTTP_GET,
       DWEB_PREFIX "/studies/{study}/series/{series}/instances/{instance}/bulkdata/*",
       0, dweb_wado_bulkdata },
+
+
+    /* Rendered resources and thumbnails (PS3.18 10.4.1.1.3 and .4, render.h). */
+#define DWEB_INSTANCE DWEB_PREFIX "/studies/{study}/series/{series}/instances/{instance}"
+    { HTTP_GET, DWEB_PREFIX "/studies/{study}/rendered", 0, dweb_render_rendered },
+    { HTTP_GET, DWEB_PREFIX "/studies/{study}/series/{series}/rendered", 0,
+      dweb_render_rendered },
+    { HTTP_GET, DWEB_INSTANCE "/rendered", 0, dweb_render_rendered },
+    { HTTP_GET, DWEB_INSTANCE "/frames/{frames}/rendered", 0, dweb_render_rendered },
+    { HTTP_GET, DWEB_PREFIX "/studies/{study}/thumbnail", 0, dweb_render_thumbnail },
+    { HTTP_GET, DWEB_PREFIX "/studies/{study}/series/{series}/thumbnail", 0,
+      dweb_render_thumbnail },
+    { HTTP_GET, DWEB_INSTANCE "/thumbnail", 0, dweb_render_thumbnail },
+    { HTTP_GET, DWEB_INSTANCE "/frames/{frames}/thumbnail", 0, dweb_render_thumbnail },
+#undef DWEB_INSTANCE
+
+    /* WADO-URI (PS3.18 section 9, wado_uri.h), at the root and under the prefix. */
+    { HTTP_GET, DWEB_WADO_URI_PATH, 0, dweb_wado_uri_handle },
+    { HTTP_GET, DWEB_PREFIX DWEB_WADO_URI_PATH, 0, dweb_wado_uri_handle },
 
     { HTTP_POST, DWEB_PREFIX "/studies", HTTP_ROUTE_LARGE_BODY, dweb_stow_handle },
     { HTTP_POST, DWEB_PREFIX "/studies/{study}", HTTP_ROUTE_LARGE_BODY, dweb_stow_handle },

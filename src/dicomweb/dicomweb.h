@@ -67,7 +67,8 @@ cp_status dweb_root_url(const http_request *req, char *out, size_t cap);
  * (which changes whenever an instance of the study or series does), at
  * most DWEB_METADATA_CACHE_MAX bytes, the least recently used dropped
  * first. get copies the answer into out (CP_ERR_NOT_FOUND when absent);
- * put takes data, allocated with cp_malloc, whatever happens.
+ * put takes data, allocated with cp_malloc, whatever happens. Rendered
+ * pictures (render.h) share it, under ETags of their own ("r...").
  */
 cp_status dweb_cache_get(dweb_service *svc, const char *etag, cp_buf *out);
 void dweb_cache_put(dweb_service *svc, const char *etag, uint8_t *data, size_t len);

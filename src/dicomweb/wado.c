@@ -12,7 +12,11 @@
  * syntax ("transfer-syntax=*", none given, or the stored one asked for).
  * Explicit VR Little Endian asked for an instance stored in another
  * uncompressed syntax is written by the DICOM core writer to an unnamed
- * temporary file, then streamed from it; any other syntax is 406.
+ * temporary file, then streamed from it; from a compressed syntax with a
+ * decoder, transcode.c decodes it into that file a frame at a time; any
+ * other syntax is 406. Frames of a compressed instance are decoded to
+ * native bytes when Explicit VR Little Endian or no syntax is asked for
+ * (8.7.3.5.2), and 8-bit frames are sent as JPEG baseline for image/jpeg.
  *
  * Metadata (10.4.1.1.2) is the DICOM JSON of each instance, read without
  * loading values past the bulk data threshold; binary values above
@@ -39,8 +43,16 @@
 #include "dicom/tag.h"
 #include "dicom/writer.h"
 #include "dicomweb/dicomweb.h"
+#include "dicomweb/transcode.h"
 #include "http/multipart.h"
 #include "pixel/pixel.h"
+#include "pixel/render.h"
+
+/* JPEG baseline (Process 1), what image/jpeg frames are made in. */
+#define WADO_JPEG_BASELINE "1.2.840.10008.1.2.4.50"
+
+/* JPEG quality of frames transcoded to image/jpeg (PS3.18 gives none). */
+#define DWEB_FRAME_JPEG_QUALITY 90
 
 /* Binary values up to this many bytes are inlined in metadata (base64). */
 #define WADO_INLINE_MAX 64
@@ -98,6 +110,8 @@ typedef struct wado_stream {
     px_image img;
     bool img_ready;
     char *frame_type;           /* part Content-Type */
+    bool decode_frames;         /* transcode to native bytes ... */
+    bool jpeg_frames;           /* ... or to JPEG baseline */
 
     /* WADO_METADATA: the answer as sent, for the cache, while it stays small enough. */
     char etag[64];
@@ -297,11 +311,17 @@ static cp_status begin_converted(wado_stream *s, const wado_item *it)
     }
     sink.write = sink_fd_write;
     sink.ctx = &fd;
-    memset(&wo, 0, sizeof wo);
-    wo.source = src;
-    wo.transfer_syntax = s->convert_to;
-    if ((st = dcm_write_file(file, &wo, &sink, NULL)) != CP_OK)
-        goto done;
+    if (file->transfer_syntax->encapsulated) {
+        /* Compressed: decoded frame by frame into the temporary file (transcode.h). */
+        if ((st = dweb_transcode_native(s->st, it->blob_key, &sink, NULL)) != CP_OK)
+            goto done;
+    } else {
+        memset(&wo, 0, sizeof wo);
+        wo.source = src;
+        wo.transfer_syntax = s->convert_to;
+        if ((st = dcm_write_file(file, &wo, &sink, NULL)) != CP_OK)
+            goto done;
+    }
     end = lseek(fd, 0, SEEK_END);
     if (end < 0) {
         st = CP_ERR_IO;
@@ -388,14 +408,45 @@ done:
     return st;
 }
 
+/* Appends a decoded 8-bit frame (grey or RGB) as a baseline JPEG. */
+static cp_status append_jpeg(const px_frame *f, cp_buf *out)
+{
+    px_picture pic;
+
+    if (f->type != PX_U8 ||
+        (f->photometric != PX_MONOCHROME2 && f->photometric != PX_RGB))
+        return CP_ERR_UNSUPPORTED;
+    pic.width = f->columns;
+    pic.height = f->rows;
+    pic.channels = f->samples_per_pixel;
+    pic.data = f->data;
+    return px_encode_jpeg(&pic, DWEB_FRAME_JPEG_QUALITY, out, NULL);
+}
+
 static cp_status begin_frame(wado_stream *s, size_t i)
 {
+    cp_buf bytes;
+    px_frame f;
     cp_status st = http_multipart_write_part_start(&s->pending, s->boundary, i == 0,
                                                    s->frame_type, NULL);
 
     if (st != CP_OK)
         return st;
-    return px_frame_bytes(&s->img, s->src, s->frames[i] - 1, &s->pending, NULL);
+    if (!s->decode_frames && !s->jpeg_frames)
+        return px_frame_bytes(&s->img, s->src, s->frames[i] - 1, &s->pending, NULL);
+
+    /* One frame decoded at a time, whatever the list. */
+    cp_buf_init(&bytes);
+    memset(&f, 0, sizeof f);
+    st = px_frame_bytes(&s->img, s->src, s->frames[i] - 1, &bytes, NULL);
+    if (st == CP_OK)
+        st = px_decode_frame(&s->img, bytes.data, bytes.len, &f, NULL);
+    if (st == CP_OK)
+        st = s->jpeg_frames ? append_jpeg(&f, &s->pending)
+                            : dweb_transcode_append_native(&s->img, &f, &s->pending);
+    px_frame_clear(&f);
+    cp_buf_free(&bytes);
+    return st;
 }
 
 static cp_status begin_bulk(wado_stream *s)
@@ -609,6 +660,10 @@ cp_status dweb_wado_retrieve(http_request *req, void *ctx)
         const dcm_transfer_syntax *stored = item_syntax(&s->list.items[i]);
         const dcm_transfer_syntax *out = dweb_wado_pick_syntax(stored, asked);
 
+        /* A compressed instance can be decoded into Explicit VR Little Endian. */
+        if (out == NULL && stored != NULL && stored->encapsulated && px_can_decode(stored) &&
+            strcmp(asked, dcm_ts_explicit_le.uid) == 0)
+            out = &dcm_ts_explicit_le;
         if (out == NULL) {
             stream_free(s);
             return http_respond_error(req, 406, "the transfer syntax asked for is not "
@@ -697,6 +752,18 @@ cp_status dweb_wado_parse_frames(const char *list, uint32_t *frames, size_t max,
     return CP_OK;
 }
 
+/*
+ * Whether the decoder gives an image's frames in a colour space JPEG takes
+ * as it is: grey, RGB, or YBR that a JPEG baseline decoder turns to RGB.
+ */
+static bool jpeg_ready(const px_image *img)
+{
+    if (img->photometric == PX_MONOCHROME2 || img->photometric == PX_RGB)
+        return true;
+    return img->samples_per_pixel == 3 && strcmp(img->transfer_syntax->uid,
+                                                  WADO_JPEG_BASELINE) == 0;
+}
+
 /* Reads the instance of a frames request and checks the frame numbers; 0 or an HTTP status. */
 static int frames_prepare(wado_stream *s, const char *asked, char *type, size_t cap)
 {
@@ -716,9 +783,33 @@ static int frames_prepare(wado_stream *s, const char *asked, char *type, size_t 
         if (s->frames[i] > s->img.frames)
             return 404;
 
-    /* Native frames are the bytes of Explicit VR Little Endian; others as stored. */
-    if (ts->encapsulated) {
-        if (asked[0] != '\0' && strcmp(asked, "*") != 0 && strcmp(asked, ts->uid) != 0)
+    /*
+     * image/jpeg: 8-bit frames as JPEG baseline. Native frames are the bytes
+     * of Explicit VR Little Endian, which is also what a compressed frame
+     * becomes when that syntax is asked for or none is (the default of
+     * PS3.18 8.7.3.5.2 for application/octet-stream); "*" or the stored
+     * syntax gives the frames as stored.
+     */
+    if (s->jpeg_frames) {
+        if ((asked[0] != '\0' && strcmp(asked, "*") != 0 &&
+             strcmp(asked, WADO_JPEG_BASELINE) != 0) ||
+            s->img.bits_allocated != 8 || !px_can_decode(ts) || !jpeg_ready(&s->img))
+            return 406;
+        snprintf(type, cap, "image/jpeg; transfer-syntax=%s", WADO_JPEG_BASELINE);
+
+        /* Stored as JPEG baseline already: sent as it is, not made lossier. */
+        if (strcmp(ts->uid, WADO_JPEG_BASELINE) == 0)
+            s->jpeg_frames = false;
+    } else if (ts->encapsulated || ts->deflated) {
+        if (asked[0] == '\0' || strcmp(asked, dcm_ts_explicit_le.uid) == 0) {
+            if (!px_can_decode(ts))
+                return 406;
+            s->decode_frames = true;
+            snprintf(type, cap, "application/octet-stream; transfer-syntax=%s",
+                     dcm_ts_explicit_le.uid);
+            return 0;
+        }
+        if (strcmp(asked, "*") != 0 && strcmp(asked, ts->uid) != 0)
             return 406;
         snprintf(type, cap, "application/octet-stream; transfer-syntax=%s", ts->uid);
     } else {
@@ -731,6 +822,26 @@ static int frames_prepare(wado_stream *s, const char *asked, char *type, size_t 
     return 0;
 }
 
+/* Frames as octet-stream (0) or JPEG (1), or -1: 406. *asked as negotiate gives it. */
+static int negotiate_frames(http_request *req, char *asked, size_t cap)
+{
+    http_accept acc;
+    http_offer offers[] = {
+        { "multipart/related", "application/octet-stream", NULL },
+        { "multipart/related", "image/jpeg", NULL },
+    };
+    const http_accept_item *matched = NULL;
+    int i;
+
+    asked[0] = '\0';
+    if (http_accept_parse(http_request_header(req, "Accept"), &acc) != CP_OK)
+        acc.count = 0;
+    i = http_accept_choose(&acc, offers, 2, &matched);
+    if (i >= 0 && matched != NULL)
+        snprintf(asked, cap, "%s", matched->transfer_syntax);
+    return i;
+}
+
 cp_status dweb_wado_frames(http_request *req, void *ctx)
 {
     const dweb_config *cfg = dweb_service_config(ctx);
@@ -739,6 +850,7 @@ cp_status dweb_wado_frames(http_request *req, void *ctx)
     char type[HTTP_MEDIA_MAX + HTTP_TS_MAX + 32];
     bool answered;
     int status;
+    int offer;
     cp_status st;
 
     if (s == NULL || (s->frames = cp_calloc(DWEB_FRAMES_MAX, sizeof *s->frames)) == NULL) {
@@ -750,12 +862,14 @@ cp_status dweb_wado_frames(http_request *req, void *ctx)
         stream_free(s);
         return http_respond_error(req, 400, "the frame list is not 1-based numbers");
     }
-    if (!negotiate(req, "multipart/related", "application/octet-stream", asked,
-                   sizeof asked)) {
+    offer = negotiate_frames(req, asked, sizeof asked);
+    if (offer < 0) {
         stream_free(s);
         return http_respond_error(req, 406, "only multipart/related; "
-                                  "type=\"application/octet-stream\" is offered");
+                                  "type=\"application/octet-stream\" or "
+                                  "type=\"image/jpeg\" is offered");
     }
+    s->jpeg_frames = offer == 1;
     st = find_instances(req, cfg, &s->list, &answered);
     if (answered) {
         stream_free(s);
@@ -774,7 +888,8 @@ cp_status dweb_wado_frames(http_request *req, void *ctx)
         stream_free(s);
         return http_respond_error(req, 503, "out of memory");
     }
-    return respond_stream(req, s, "application/octet-stream");
+    return respond_stream(req, s,
+                          offer == 1 ? "image/jpeg" : "application/octet-stream");
 }
 
 cp_status dweb_wado_bulkdata(http_request *req, void *ctx)

@@ -902,6 +902,12 @@ static cp_status queue(http_request *req, int status, struct MHD_Response *resp)
         if (strcmp(allow, "*") != 0)
             MHD_add_response_header(resp, "Vary", "Origin");
     }
+    /*
+     * A page under COEP require-corp (the viewer) may only embed what says
+     * it can be; origins that CORS lets in may embed, others may not.
+     */
+    MHD_add_response_header(resp, "Cross-Origin-Resource-Policy",
+                            allow ? "cross-origin" : "same-origin");
     if (is_isolated(req)) {
         MHD_add_response_header(resp, "Cross-Origin-Opener-Policy", "same-origin");
         MHD_add_response_header(resp, "Cross-Origin-Embedder-Policy", "require-corp");

@@ -143,6 +143,8 @@ typedef enum {
     INDEX_CHANGE_STORED = 1,
     INDEX_CHANGE_REPLACED = 2,
     INDEX_CHANGE_DELETED = 3,
+    /* Added for study completion: index_mark_study_complete announced it. */
+    INDEX_CHANGE_STUDY_COMPLETE = 4,
 } index_change_kind;
 
 typedef struct index_change {

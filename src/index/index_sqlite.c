@@ -224,8 +224,10 @@ enum { COL_PATIENT = 0, COL_STUDY = 7, COL_SERIES = 21, COL_INSTANCE = 30 };
     X(S_QUIET, "SELECT " PATIENT_COLS ", " STUDY_COLS FROM_STUDY                        \
       " WHERE st.announced = 0 AND st.last_arrival < ?1"                                \
       " ORDER BY st.last_arrival, st.pk LIMIT ?2")                                      \
-    X(S_MARK, "UPDATE study SET announced = 1 WHERE uid = ?1 AND last_arrival <= ?2")   \
-    X(S_ARRIVAL, "SELECT last_arrival FROM study WHERE uid = ?1")
+    X(S_MARK, "UPDATE study SET announced = 1 WHERE uid = ?1 AND last_arrival <= ?2"    \
+      " AND announced = 0")                                                             \
+    X(S_ARRIVAL, "SELECT last_arrival FROM study WHERE uid = ?1")                       \
+    X(S_STUDY_INSTITUTION, "SELECT institution_id FROM study WHERE uid = ?1")
 
 typedef enum {
 #define SQ_STMT_ENUM(name, sql) name,
@@ -1624,6 +1626,27 @@ static cp_status sq_quiet_studies(void *impl, int64_t cutoff_us, size_t limit,
     return st;
 }
 
+/* The completion goes on the change log, in the transaction that marks it. */
+static cp_status sq_log_complete(sq_conn *c, const char *study_uid, cp_error *err)
+{
+    sqlite3_stmt *s;
+    int64_t institution = 0, seq = 0;
+    cp_status st = sq_stmt(c, S_STUDY_INSTITUTION, &s, err);
+    int rc;
+
+    if (st != CP_OK)
+        return st;
+    bind_text(s, 1, study_uid);
+    rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW)
+        institution = sqlite3_column_int64(s, 0);
+    sq_done(s);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+        return sq_fail(c, rc, "read study institution", err);
+    return sq_log(c, INDEX_CHANGE_STUDY_COMPLETE, now_us(), institution, study_uid, "", "",
+                  &seq, err);
+}
+
 static cp_status sq_mark_complete(void *impl, const char *study_uid, int64_t seen_arrival_us,
                                   cp_error *err)
 {
@@ -1641,8 +1664,12 @@ static cp_status sq_mark_complete(void *impl, const char *study_uid, int64_t see
         goto done;
     bind_text(s, 1, study_uid);
     sqlite3_bind_int64(s, 2, seen_arrival_us);
-    if ((st = sq_run(c, s, "mark complete", err)) != CP_OK || sqlite3_changes(c->db) > 0)
+    if ((st = sq_run(c, s, "mark complete", err)) != CP_OK)
         goto done;
+    if (sqlite3_changes(c->db) > 0) {
+        st = sq_log_complete(c, study_uid, err);
+        goto done;
+    }
 
     /* Nothing changed: either no such study or it grew since it was seen. */
     if ((st = sq_stmt(c, S_ARRIVAL, &s, err)) != CP_OK)

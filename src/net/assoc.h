@@ -59,6 +59,23 @@ extern const assoc_transport assoc_tcp_transport;
 /* Sets TCP_NODELAY (and keep-alive) on a connected socket; every socket of ours gets it. */
 cp_status assoc_tcp_tune(int fd);
 
+/*
+ * Added for TLS (PS3.15 B.1): a layer put over a connected socket before
+ * the association starts. open runs the handshake within timeout_ms (ARTIM
+ * for an acceptor) and gives the transport to use; on failure it writes the
+ * reason into detail and the caller closes the socket. close frees what
+ * open made (the socket stays the caller's). open == NULL: plain TCP.
+ */
+typedef struct assoc_wrap {
+    cp_status (*open)(void *ctx, int fd, const char *peer_host, int timeout_ms,
+                      const assoc_transport **tp, void **tp_ctx, char *detail,
+                      size_t detail_size);
+    void (*close)(void *tp_ctx);
+    /* Whether bytes already read from the socket wait inside the layer. */
+    bool (*pending)(void *tp_ctx);
+    void *ctx;
+} assoc_wrap;
+
 /* States (PS3.8 Table 9-1). */
 typedef enum assoc_state {
     ASSOC_STA1 = 1, ASSOC_STA2, ASSOC_STA3, ASSOC_STA4, ASSOC_STA5, ASSOC_STA6,

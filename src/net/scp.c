@@ -57,6 +57,7 @@ typedef struct session {
     scp *s;
     assoc *a;
     int fd;
+    void *wrapped;                      /* the TLS layer's connection, or NULL */
     size_t slot;
     bool over_limit;
     uint64_t id;
@@ -494,9 +495,12 @@ bool scp_qr_cancelled(scp_qr_call *c)
     session *ss = c->ss;
 
     while (!ss->qr_cancelled && !ss->qr_broken) {
+        const assoc_wrap *w = &ss->s->cfg.wrap;
         struct pollfd p = { ss->fd, POLLIN, 0 };
 
-        if (poll(&p, 1, 0) <= 0)
+        /* TLS may hold a whole record already read off the socket. */
+        if (!(ss->wrapped != NULL && w->pending != NULL && w->pending(ss->wrapped)) &&
+            poll(&p, 1, 0) <= 0)
             break;
         if (!qr_step(ss))
             break;
@@ -800,18 +804,46 @@ static void serve(session *ss)
     }
 }
 
+/*
+ * Runs the configured layer's handshake (TLS) within ARTIM: a peer that
+ * fails it gets one log line and its connection closed.
+ */
+static bool wrap_session(session *ss, const assoc_transport **tp, void **tp_ctx)
+{
+    const scp_config *cfg = &ss->s->cfg;
+    char detail[CP_ERROR_DETAIL_MAX];
+    int timeout = cfg->params.artim_ms > 0 ? cfg->params.artim_ms
+                                           : ASSOC_ARTIM_DEFAULT_S * 1000;
+
+    if (cfg->wrap.open == NULL)
+        return true;
+    detail[0] = '\0';
+    if (cfg->wrap.open(cfg->wrap.ctx, ss->fd, NULL, timeout, tp, tp_ctx, detail,
+                       sizeof detail) == CP_OK)
+        return true;
+    cp_log_warn("dicom.tls.handshake", "detail=\"%s\"", detail);
+    *tp_ctx = NULL;
+    return false;
+}
+
 static void *session_thread(void *arg)
 {
     session *ss = arg;
     scp *s = ss->s;
     assoc_tcp tcp = { ss->fd };
+    const assoc_transport *tp = &assoc_tcp_transport;
+    void *tp_ctx = &tcp;
+    bool wrapped;
 
     set_context(ss, NULL, NULL);
     dimse_receiver_init(&ss->rx);
-    ss->a = assoc_create(&assoc_tcp_transport, &tcp, &s->cfg.params);
+    wrapped = wrap_session(ss, &tp, &tp_ctx);
+    if (wrapped && tp_ctx != (void *)&tcp)
+        ss->wrapped = tp_ctx;
+    ss->a = wrapped ? assoc_create(tp, tp_ctx, &s->cfg.params) : NULL;
     if (ss->a != NULL)
         serve(ss);
-    else
+    else if (wrapped)
         cp_log_error("dicom.nomem", "detail=\"cannot create an association\"");
 
     if (ss->op != NULL) {
@@ -823,6 +855,8 @@ static void *session_thread(void *arg)
     dimse_receiver_free(&ss->rx);
     cp_buf_free(&ss->ident);
     assoc_destroy(ss->a);
+    if (s->cfg.wrap.open != NULL && tp_ctx != NULL && tp_ctx != (void *)&tcp)
+        s->cfg.wrap.close(tp_ctx);
     cp_log_context_set(NULL);
 
     pthread_mutex_lock(&s->lock);

@@ -111,6 +111,8 @@ typedef struct scp_config {
     assoc_identity_fn identity;         /* NULL: identities are not checked */
     void *identity_ctx;
     scp_qr_service qr;                  /* added for query/retrieve */
+    /* Added for TLS: wraps each accepted socket (net/tls.h); open NULL: plain. */
+    assoc_wrap wrap;
 } scp_config;
 
 typedef struct scp scp;

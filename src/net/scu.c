@@ -28,6 +28,8 @@
 
 struct scu {
     assoc_tcp tcp;
+    assoc_wrap wrap;                    /* a TLS layer, or open == NULL */
+    void *wrap_ctx;
     assoc *a;
     uint16_t next_message_id;
     dimse_receiver rx;
@@ -195,9 +197,34 @@ done:
     return st;
 }
 
+/* Puts the configured layer (TLS) over the connected socket, if any. */
+static cp_status wrap_connection(scu *u, const scu_config *cfg, const assoc_transport **tp,
+                                 void **tp_ctx, cp_error *err)
+{
+    char detail[CP_ERROR_DETAIL_MAX];
+    int timeout = cfg->connect_timeout_ms > 0 ? cfg->connect_timeout_ms
+                                              : SCU_CONNECT_TIMEOUT_S * 1000;
+
+    *tp = &assoc_tcp_transport;
+    *tp_ctx = &u->tcp;
+    if (cfg->wrap.open == NULL)
+        return CP_OK;
+    detail[0] = '\0';
+    if (cfg->wrap.open(cfg->wrap.ctx, u->tcp.fd, cfg->host, timeout, tp, tp_ctx, detail,
+                       sizeof detail) != CP_OK)
+        return cp_error_set(err, CP_ERR_IO, CP_ERROR_NO_OFFSET, CP_ERROR_NO_TAG,
+                            "TLS with %s port %u failed: %s", cfg->host, cfg->port,
+                            detail);
+    u->wrap = cfg->wrap;
+    u->wrap_ctx = *tp_ctx;
+    return CP_OK;
+}
+
 cp_status scu_connect(const scu_config *cfg, const scu_proposal *props, size_t count,
                       scu **out, cp_error *err)
 {
+    const assoc_transport *tp;
+    void *tp_ctx;
     scu *u;
     cp_status st;
 
@@ -213,7 +240,10 @@ cp_status scu_connect(const scu_config *cfg, const scu_proposal *props, size_t c
         st = CP_ERR_IO;
         goto fail;
     }
-    u->a = assoc_create(&assoc_tcp_transport, &u->tcp, &cfg->params);
+    st = wrap_connection(u, cfg, &tp, &tp_ctx, err);
+    if (st != CP_OK)
+        goto fail;
+    u->a = assoc_create(tp, tp_ctx, &cfg->params);
     if (u->a == NULL) {
         st = CP_ERR_NOMEM;
         goto fail;
@@ -585,6 +615,8 @@ void scu_destroy(scu *u)
         assoc_destroy(u->a);
     }
     dimse_receiver_free(&u->rx);
+    if (u->wrap_ctx != NULL)
+        u->wrap.close(u->wrap_ctx);
     if (u->tcp.fd >= 0)
         close(u->tcp.fd);
     cp_free(u);

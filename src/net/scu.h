@@ -26,6 +26,8 @@ typedef struct scu_config {
     uint16_t port;
     int connect_timeout_ms;             /* 0: SCU_CONNECT_TIMEOUT_S */
     assoc_params params;                /* max PDU, timeouts */
+    /* Added for TLS: wraps the connected socket (net/tls.h); open NULL: plain. */
+    assoc_wrap wrap;
 } scu_config;
 
 /* One presentation context to propose. */

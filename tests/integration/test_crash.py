@@ -74,15 +74,22 @@ class CrashServer:
         with open(self.log, "ab") as err:
             err.write(b"--- start %d\n" % self.starts)
             self.proc = subprocess.Popen(
-                [str(self.binary), "serve"], stdout=subprocess.PIPE, stderr=err,
-                stdin=subprocess.DEVNULL, env=env)
+                [str(self.binary), "serve", "--services", "dicom"],
+                stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL, env=env)
         self.starts += 1
         box = []
-        reader = threading.Thread(target=lambda: box.append(self.proc.stdout.readline()))
+
+        def read_until_ready():
+            for raw in self.proc.stdout:
+                box.append(raw.decode(errors="replace"))
+                if "DICOM service ready" in box[-1]:
+                    return
+
+        reader = threading.Thread(target=read_until_ready, daemon=True)
         reader.start()
         reader.join(READY_TIMEOUT)
-        line = box[0].decode() if box else ""
-        if "ready" not in line:
+        line = "".join(box)
+        if "DICOM service ready" not in line:
             self.kill()
             pytest.fail("server did not start: %r\n%s" % (line, self.tail()))
 

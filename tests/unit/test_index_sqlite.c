@@ -416,6 +416,44 @@ static void test_quiet_studies(void **state)
     assert_int_equal(index_mark_study_complete(fx->idx, "3.1", 300, NULL), CP_ERR_NOT_FOUND);
 }
 
+/* Each announcement is one STUDY_COMPLETE change; marking again logs nothing. */
+static void test_complete_on_change_log(void **state)
+{
+    fixture *fx = *state;
+    index_instance_record r;
+    changes c = { 0 };
+    int64_t last = 0;
+
+    rec_init(&r, "P1", "1.1", "1.1.1", "1.1.1.1", "CT", 1);
+    r.instance.received_us = 100;
+    r.instance.institution_id = 5;
+    put(fx->idx, &r, 0);
+    assert_int_equal(index_mark_study_complete(fx->idx, "1.1", 100, NULL), CP_OK);
+    assert_int_equal(index_mark_study_complete(fx->idx, "1.1", 100, NULL), CP_OK);
+
+    assert_int_equal(index_changes_since(fx->idx, 0, 0, on_change, &c, NULL), CP_OK);
+    assert_int_equal(c.count, 2);
+    assert_int_equal(c.list[0].kind, INDEX_CHANGE_STORED);
+    assert_int_equal(c.list[1].kind, INDEX_CHANGE_STUDY_COMPLETE);
+    assert_string_equal(c.list[1].study_uid, "1.1");
+    assert_string_equal(c.list[1].sop_uid, "");
+    assert_int_equal(c.list[1].institution_id, 5);
+    assert_int_equal(index_last_change(fx->idx, &last, NULL), CP_OK);
+    assert_int_equal(last, c.list[1].seq);
+
+    /* A late instance, then a second announcement. */
+    rec_init(&r, "P1", "1.1", "1.1.1", "1.1.1.2", "CT", 1);
+    r.instance.received_us = 300;
+    r.instance.institution_id = 5;
+    put(fx->idx, &r, 0);
+    assert_int_equal(index_mark_study_complete(fx->idx, "1.1", 300, NULL), CP_OK);
+    memset(&c, 0, sizeof c);
+    assert_int_equal(index_changes_since(fx->idx, last, 0, on_change, &c, NULL), CP_OK);
+    assert_int_equal(c.count, 2);
+    assert_int_equal(c.list[0].kind, INDEX_CHANGE_STORED);
+    assert_int_equal(c.list[1].kind, INDEX_CHANGE_STUDY_COMPLETE);
+}
+
 /* --- matching ------------------------------------------------------------------- */
 
 static void put_study(index_db *idx, const char *pid, const char *study, const char *date,
@@ -769,6 +807,7 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_change_log, setup, teardown),
         cmocka_unit_test_setup_teardown(test_quiet_studies, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_complete_on_change_log, setup, teardown),
         cmocka_unit_test_setup_teardown(test_match_text_and_escaping, setup, teardown),
         cmocka_unit_test_setup_teardown(test_match_dates_and_uid_lists, setup, teardown),
         cmocka_unit_test_setup_teardown(test_match_person_names, setup, teardown),
