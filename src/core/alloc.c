@@ -3,6 +3,7 @@
  */
 #include "core/alloc.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -65,4 +66,32 @@ char *cp_strndup(const char *s, size_t len)
 char *cp_strdup(const char *s)
 {
     return cp_strndup(s, strlen(s));
+}
+
+cp_status cp_array_grow(void *items_ptr, size_t *cap, size_t count, size_t elem_size,
+                        size_t first, size_t max)
+{
+    void *items, *grown;
+    size_t want;
+
+    if (count < *cap)
+        return CP_OK;
+    if (count >= max)
+        return CP_ERR_LIMIT;
+
+    want = *cap == 0 ? first : *cap * 2;
+    if (want > max)
+        want = max;
+    if (want <= count || elem_size == 0 || want > SIZE_MAX / elem_size)
+        return CP_ERR_NOMEM;
+
+    /* The caller's pointer is copied, not cast, so that any T ** works. */
+    memcpy(&items, items_ptr, sizeof items);
+    grown = cp_realloc(items, want * elem_size);
+    if (grown == NULL)
+        return CP_ERR_NOMEM;
+    memset((unsigned char *)grown + *cap * elem_size, 0, (want - *cap) * elem_size);
+    memcpy(items_ptr, &grown, sizeof grown);
+    *cap = want;
+    return CP_OK;
 }

@@ -422,22 +422,12 @@ static cp_status on_row(void *ctx, const index_row *row)
 {
     render_list *l = ctx;
     render_item *it;
+    cp_status st;
 
-    if (l->count == l->cap) {
-        size_t cap = l->cap == 0 ? 16 : l->cap * 2;
-        render_item *grown;
-
-        if (cap > DWEB_RENDER_PARTS_MAX)
-            return CP_ERR_LIMIT;
-        grown = cp_calloc(cap, sizeof *grown);
-        if (grown == NULL)
-            return CP_ERR_NOMEM;
-        if (l->count > 0)
-            memcpy(grown, l->items, l->count * sizeof *grown);
-        cp_free(l->items);
-        l->items = grown;
-        l->cap = cap;
-    }
+    st = cp_array_grow(&l->items, &l->cap, l->count, sizeof *l->items, 16,
+                       DWEB_RENDER_PARTS_MAX);
+    if (st != CP_OK)
+        return st;
     it = &l->items[l->count++];
     memcpy(it->sop_uid, row->rec.instance.sop_uid, sizeof it->sop_uid);
     memcpy(it->blob_key, row->rec.instance.blob_key, sizeof it->blob_key);

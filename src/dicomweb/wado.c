@@ -165,22 +165,12 @@ static cp_status on_instance(void *ctx, const index_row *row)
 {
     wado_list *l = ctx;
     wado_item *it;
+    cp_status st;
 
-    if (l->count == l->cap) {
-        size_t cap = l->cap == 0 ? 16 : l->cap * 2;
-        wado_item *grown;
-
-        if (cap > HTTP_MULTIPART_PARTS_MAX)
-            return CP_ERR_LIMIT;
-        grown = cp_calloc(cap, sizeof *grown);
-        if (grown == NULL)
-            return CP_ERR_NOMEM;
-        if (l->count > 0)
-            memcpy(grown, l->items, l->count * sizeof *grown);
-        cp_free(l->items);
-        l->items = grown;
-        l->cap = cap;
-    }
+    st = cp_array_grow(&l->items, &l->cap, l->count, sizeof *l->items, 16,
+                       HTTP_MULTIPART_PARTS_MAX);
+    if (st != CP_OK)
+        return st;
     it = &l->items[l->count++];
     memcpy(it->study_uid, row->rec.study.uid, sizeof it->study_uid);
     memcpy(it->series_uid, row->rec.series.uid, sizeof it->series_uid);

@@ -1,5 +1,6 @@
 /*
- * test_core_buf.c - growable buffers: appends, formatting, growth, failure.
+ * test_core_buf.c - growable buffers and arrays: appends, formatting, growth,
+ * limits, failure.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -95,6 +96,41 @@ static void test_reserve_refuses_overflow(void **state)
     cp_buf_free(&buf);
 }
 
+static void test_array_grows_to_its_limit(void **state)
+{
+    int *items = NULL;
+    size_t cap = 0, count = 0;
+
+    (void)state;
+    for (; count < 40; count++) {
+        assert_int_equal(cp_array_grow(&items, &cap, count, sizeof *items, 4, 40), CP_OK);
+        assert_true(cap > count && cap <= 40);
+        assert_int_equal(items[count], 0);
+        items[count] = (int)count;
+    }
+    assert_int_equal(cap, 40);
+    assert_int_equal(cp_array_grow(&items, &cap, count, sizeof *items, 4, 40), CP_ERR_LIMIT);
+    for (int i = 0; i < 40; i++)
+        assert_int_equal(items[i], i);
+    cp_free(items);
+}
+
+static void test_array_failure_leaves_it_unchanged(void **state)
+{
+    int *items = NULL, *before;
+    size_t cap = 0;
+
+    (void)state;
+    assert_int_equal(cp_array_grow(&items, &cap, 0, sizeof *items, 2, 100), CP_OK);
+    before = items;
+    cp_alloc_fail_after(0);
+    assert_int_equal(cp_array_grow(&items, &cap, 2, sizeof *items, 2, 100), CP_ERR_NOMEM);
+    cp_alloc_fail_after(-1);
+    assert_ptr_equal(items, before);
+    assert_int_equal(cap, 2);
+    cp_free(items);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -104,6 +140,8 @@ int main(void)
         cmocka_unit_test(test_steal_hands_over_storage),
         cmocka_unit_test(test_allocation_failure_is_reported),
         cmocka_unit_test(test_reserve_refuses_overflow),
+        cmocka_unit_test(test_array_grows_to_its_limit),
+        cmocka_unit_test(test_array_failure_leaves_it_unchanged),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
