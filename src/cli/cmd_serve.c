@@ -190,6 +190,98 @@ static int check_services(const char *list, bool *dicom, bool *web)
     return CLI_EXIT_OK;
 }
 
+/* --- metrics: the DICOM service's events into GET /metrics -------------- */
+
+/* Associations open on both ports, the plain one and TLS. */
+static pthread_mutex_t metrics_open_lock = PTHREAD_MUTEX_INITIALIZER;
+static unsigned metrics_open;
+
+static void metrics_open_add(int delta)
+{
+    pthread_mutex_lock(&metrics_open_lock);
+    metrics_open = (unsigned)((int)metrics_open + delta);
+    http_metrics_gauge_set("cloudpacs_dicom_associations_open", NULL, metrics_open);
+    pthread_mutex_unlock(&metrics_open_lock);
+}
+
+static void on_assoc_event(void *ctx, scp_assoc_result result)
+{
+    static const char *const labels[] = {
+        [SCP_ASSOC_ACCEPTED] = "result=\"accepted\"",
+        [SCP_ASSOC_REJECTED] = "result=\"rejected\"",
+        [SCP_ASSOC_ABORTED] = "result=\"aborted\"",
+    };
+
+    (void)ctx;
+    if ((unsigned)result >= sizeof labels / sizeof labels[0])
+        return;
+    http_metrics_counter_add("cloudpacs_dicom_associations_total", labels[result], 1);
+    if (result == SCP_ASSOC_ACCEPTED)
+        metrics_open_add(1);
+}
+
+static void on_assoc_close(void *ctx)
+{
+    (void)ctx;
+    metrics_open_add(-1);
+}
+
+/* The status's class (PS3.7 Annex C): warnings are 0001, Bxxx, 0107 and 0116. */
+static const char *status_class(uint16_t status)
+{
+    if (status == 0x0000)
+        return "success";
+    if (status == 0x0001 || (status & 0xF000) == 0xB000 || status == 0x0107 ||
+        status == 0x0116)
+        return "warning";
+    if (status == 0xFE00)
+        return "cancel";
+    return "failure";
+}
+
+static void on_dimse_event(void *ctx, uint16_t command_field, uint16_t status)
+{
+    const char *name = dimse_command_name(command_field);
+    size_t n = strlen(name);
+    char labels[96];
+
+    (void)ctx;
+    if (n > 3 && strcmp(name + n - 3, "-RQ") == 0)
+        n -= 3;
+    snprintf(labels, sizeof labels, "command=\"%.*s\",status=\"%s\"", (int)n, name,
+             status_class(status));
+    http_metrics_counter_add("cloudpacs_dicom_operations_total", labels, 1);
+}
+
+static void on_bytes_event(void *ctx, uint64_t bytes)
+{
+    (void)ctx;
+    http_metrics_counter_add("cloudpacs_dicom_received_bytes_total", NULL, (double)bytes);
+}
+
+/* The series a scrape should see from the start, before any association. */
+static void metrics_register(void)
+{
+    static const char *const results[] = {
+        "result=\"accepted\"", "result=\"rejected\"", "result=\"aborted\"",
+    };
+
+    for (size_t i = 0; i < sizeof results / sizeof results[0]; i++)
+        http_metrics_counter_add("cloudpacs_dicom_associations_total", results[i], 0);
+    http_metrics_gauge_set("cloudpacs_dicom_associations_open", NULL, 0);
+    http_metrics_counter_add("cloudpacs_dicom_received_bytes_total", NULL, 0);
+}
+
+/* One instance through the archive, by where it came from and how it went. */
+static void count_outcome(archive_outcome outcome)
+{
+    char labels[64];
+
+    snprintf(labels, sizeof labels, "source=\"dicom\",outcome=\"%s\"",
+             archive_outcome_name(outcome));
+    http_metrics_counter_add("cloudpacs_archive_instances_total", labels, 1);
+}
+
 /* --- the archive behind the C-STORE consumer ---------------------------- */
 
 static cp_status ingest_begin(void *ctx, const scp_store_info *info, void **op,
@@ -225,9 +317,11 @@ static uint16_t ingest_finish(void *op, char *comment, size_t size)
 
     memset(&res, 0, sizeof res);
     if (archive_ingest_finish(op, &res) != CP_OK) {
+        count_outcome(ARCHIVE_REJECTED);
         snprintf(comment, size, "archive failed");
         return 0xA700;
     }
+    count_outcome(res.outcome);
     if (res.outcome == ARCHIVE_REJECTED)
         snprintf(comment, size, "%s: %s", archive_reason_name(res.reason), res.detail);
     else
@@ -528,6 +622,11 @@ static int listen_dicom(serve_state *s, scp_config *sc)
     sc->store.ctx = s;
     sc->qr.run = serve_qr;
     sc->qr.ctx = s;
+    sc->events.on_association = on_assoc_event;
+    sc->events.on_close = on_assoc_close;
+    sc->events.on_dimse = on_dimse_event;
+    sc->events.on_bytes = on_bytes_event;
+    metrics_register();
     if (scp_create(sc, &s->server, &err) != CP_OK)
         return config_error(&err);
     if (scp_listen(s->server, &err) != CP_OK) {

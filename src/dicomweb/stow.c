@@ -24,6 +24,7 @@
 #include "dicom/tag.h"
 #include "dicomweb/dicomweb.h"
 #include "http/accept.h"
+#include "http/http.h"
 #include "http/multipart.h"
 
 #define STOW_STUDY_UID  DCM_TAG(0x0020, 0x000D)
@@ -294,6 +295,7 @@ static cp_status on_part_end(void *ctx)
 {
     stow_request *r = ctx;
     archive_result res;
+    char labels[64];
     cp_status st;
 
     if (r->state == PART_PEEKING && (st = try_peek(r, true)) != CP_OK)
@@ -308,6 +310,9 @@ static cp_status on_part_end(void *ctx)
         res.outcome = ARCHIVE_REJECTED;
         res.reason = ARCHIVE_REASON_RESOURCES;
     }
+    snprintf(labels, sizeof labels, "source=\"dicomweb\",outcome=\"%s\"",
+             archive_outcome_name(res.outcome));
+    http_metrics_counter_add("cloudpacs_archive_instances_total", labels, 1);
     fill_item(&r->items[r->count - 1], &res);
     return CP_OK;
 }

@@ -81,6 +81,9 @@ typedef struct session {
     bool have_sub_rsp;
     dimse_command sub_rsp;
     uint16_t next_sub_id;
+    /* For the events hook: how the association went. */
+    bool accepted;
+    bool released;
 } session;
 
 struct scp_qr_call {
@@ -143,6 +146,25 @@ static bool calling_allowed(void *ctx, const char *calling_ae)
     return s->cfg.accept_unknown || find_ae(s, calling_ae) != NULL;
 }
 
+/* --- the events hook ---------------------------------------------------- */
+
+static void note_association(const session *ss, scp_assoc_result result)
+{
+    const scp_events *ev = &ss->s->cfg.events;
+
+    if (ev->on_association != NULL)
+        ev->on_association(ev->ctx, result);
+}
+
+/* A final response: pending ones (PS3.7 C.4.2) are not the outcome yet. */
+static void note_dimse(const session *ss, uint16_t status)
+{
+    const scp_events *ev = &ss->s->cfg.events;
+
+    if (ev->on_dimse != NULL && status != DIMSE_PENDING && status != 0xFF01)
+        ev->on_dimse(ev->ctx, ss->cmd.command_field, status);
+}
+
 /* --- responses ---------------------------------------------------------- */
 
 static cp_status send_response(session *ss, uint16_t status, const char *comment)
@@ -151,6 +173,7 @@ static cp_status send_response(session *ss, uint16_t status, const char *comment
     cp_buf buf = CP_BUF_INIT;
     cp_status st;
 
+    note_dimse(ss, status);
     memset(&rsp, 0, sizeof rsp);
     rsp.command_field = (uint16_t)(ss->cmd.command_field | 0x8000u);
     rsp.data_set_type = DIMSE_NO_DATA_SET;
@@ -390,6 +413,7 @@ cp_status scp_qr_respond(scp_qr_call *c, uint16_t status, const scp_qr_counts *c
     cp_buf buf = CP_BUF_INIT;
     cp_status st;
 
+    note_dimse(ss, status);
     memset(&rsp, 0, sizeof rsp);
     rsp.command_field = (uint16_t)(ss->cmd.command_field | 0x8000u);
     rsp.data_set_type = ident != NULL ? 0x0000 : DIMSE_NO_DATA_SET;
@@ -471,6 +495,7 @@ static bool qr_step(session *ss)
     if (ind == ASSOC_IND_RELEASE_RQ) {
         /* A release in the middle of an operation: the peer gave up on it. */
         assoc_release_response(ss->a);
+        ss->released = true;
         ss->qr_broken = true;
         return false;
     }
@@ -648,11 +673,18 @@ static cp_status on_data(void *ctx, uint8_t pc_id, const uint8_t *data, size_t l
 static bool handle_pdata(session *ss)
 {
     const pdu_pdata *pd = assoc_pdvs(ss->a);
+    const scp_events *ev = &ss->s->cfg.events;
     dimse_handler h = { on_command, on_data, ss };
+    uint64_t bytes = 0;
     cp_error err;
 
     if (pd == NULL)
         return true;
+    for (size_t i = 0; i < pd->count; i++)
+        bytes += pd->pdvs[i].len;
+    if (ev->on_bytes != NULL)
+        ev->on_bytes(ev->ctx, bytes);
+
     for (size_t i = 0; i < pd->count; i++) {
         cp_status st;
 
@@ -734,9 +766,12 @@ static void on_associate_rq(session *ss)
         return;
     }
     if (!accepted) {
+        note_association(ss, SCP_ASSOC_REJECTED);
         log_rejection(ss);
         return;
     }
+    ss->accepted = true;
+    note_association(ss, SCP_ASSOC_ACCEPTED);
     cp_log_info("dicom.assoc.accepted", "contexts=%zu proposed=%zu peer_max_pdu=%u",
                 assoc_context_count(ss->a), rq->pc_count,
                 (unsigned)assoc_peer_max_pdu(ss->a));
@@ -773,6 +808,7 @@ static void serve(session *ss)
             break;
         case ASSOC_IND_REJECTED:
             set_context(ss, assoc_calling_ae(ss->a), assoc_called_ae(ss->a));
+            note_association(ss, SCP_ASSOC_REJECTED);
             log_rejection(ss);
             break;
         case ASSOC_IND_PDATA:
@@ -783,6 +819,7 @@ static void serve(session *ss)
             if (!dimse_receiver_idle(&ss->rx))
                 cp_log_warn("dicom.release", "detail=\"release in the middle of a message\"");
             assoc_release_response(ss->a);
+            ss->released = true;
             cp_log_info("dicom.assoc.released", "detail=\"released by the peer\"");
             break;
         case ASSOC_IND_ABORTED:
@@ -845,6 +882,12 @@ static void *session_thread(void *arg)
         serve(ss);
     else if (wrapped)
         cp_log_error("dicom.nomem", "detail=\"cannot create an association\"");
+
+    /* An accepted association that did not end in a release was aborted. */
+    if (ss->accepted && !ss->released)
+        note_association(ss, SCP_ASSOC_ABORTED);
+    if (ss->accepted && s->cfg.events.on_close != NULL)
+        s->cfg.events.on_close(s->cfg.events.ctx);
 
     if (ss->op != NULL) {
         cp_log_warn("dicom.store.incomplete", "sop_class_uid=%s sop_instance_uid=%s "

@@ -97,6 +97,29 @@ typedef struct scp_qr_counts {
     uint16_t warning;
 } scp_qr_counts;
 
+/*
+ * Added for metrics: what the server tells an observer as it happens, from
+ * the association threads (so the callbacks must be thread-safe and quick).
+ * on_association reports each negotiation's result, and the abort of an
+ * accepted association; on_close the end of an accepted one, however it
+ * ended; on_dimse each final response sent (its request's Command Field
+ * and the status); on_bytes the PDV bytes of each P-DATA-TF received.
+ * Any member may be NULL.
+ */
+typedef enum {
+    SCP_ASSOC_ACCEPTED,
+    SCP_ASSOC_REJECTED,
+    SCP_ASSOC_ABORTED,
+} scp_assoc_result;
+
+typedef struct scp_events {
+    void (*on_association)(void *ctx, scp_assoc_result result);
+    void (*on_close)(void *ctx);
+    void (*on_dimse)(void *ctx, uint16_t command_field, uint16_t status);
+    void (*on_bytes)(void *ctx, uint64_t bytes);
+    void *ctx;
+} scp_events;
+
 typedef struct scp_config {
     char ae_title[PDU_AE_SIZE];
     const char *bind;                   /* address to listen on; NULL: 127.0.0.1 */
@@ -113,6 +136,7 @@ typedef struct scp_config {
     scp_qr_service qr;                  /* added for query/retrieve */
     /* Added for TLS: wraps each accepted socket (net/tls.h); open NULL: plain. */
     assoc_wrap wrap;
+    scp_events events;                  /* added for metrics; zeroed: none */
 } scp_config;
 
 typedef struct scp scp;
