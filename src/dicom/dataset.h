@@ -137,7 +137,10 @@ enum {
     DCM_FILE_PARTIAL = 1u << 1,
     /* Reading stopped at options.stop_before. */
     DCM_FILE_STOPPED = 1u << 2,
-    /* The meta group declared a transfer syntax the data set was not in; the reader followed the bytes. */
+    /*
+     * The meta group declared a transfer syntax the data set was not in; the
+     * reader followed the bytes.
+     */
     DCM_FILE_TS_MISMATCH = 1u << 3,
     /* The meta group had a preamble but no "DICM" (or "DICM" without a preamble). */
     DCM_FILE_NO_PREAMBLE = 1u << 4,

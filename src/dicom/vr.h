@@ -64,7 +64,7 @@ bool dcm_vr_is_multi_valued_string(dcm_vr vr);
 /* Binary VRs: OB, OD, OF, OL, OV, OW, UN. */
 bool dcm_vr_is_bulk(dcm_vr vr);
 
-/* Fixed-size numeric VRs (AT, FD, FL, SL, SS, SV, UL, US, UV): the size of one value; 0 otherwise. */
+/* Numeric VRs (AT, FD, FL, SL, SS, SV, UL, US, UV): the size of one value; 0 otherwise. */
 size_t dcm_vr_numeric_size(dcm_vr vr);
 
 #endif
