@@ -96,17 +96,44 @@ def tag_and_mask(key, where):
     return tag, mask
 
 
+LINE_MAX = 100
+
+
+def wrap_row(row):
+    """Breaks a generated row at argument boundaries (never inside a string
+    literal) so that its lines stay within LINE_MAX columns where they can."""
+    lines = []
+    while len(row) > LINE_MAX:
+        cut, quoted, escaped = -1, False, False
+        for i, ch in enumerate(row[:LINE_MAX]):
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                quoted = not quoted
+            elif ch == "," and not quoted and i + 1 < len(row) and row[i + 1] == " ":
+                cut = i
+        if cut < 0 or not row[cut + 2:].strip():
+            break
+        lines.append(row[:cut + 1])
+        row = "        " + row[cut + 2:]
+    lines.append(row)
+    return "\n".join(lines)
+
+
 def dict_row(tag, mask, vr_text, vm, name, retired, keyword):
     """One table row, through the shortest of the macros in ROW_MACROS."""
     vr, alt = vr_pair(vr_text, "%08X" % tag)
     flag = "1" if retired else "0"
     if mask == 0xFFFFFFFF:
-        return "    E(0x%08X, %s, %s, %s, %s, %s, %s)," % (
-            tag, vr, alt, c_str(vm), c_str(keyword), c_str(name), flag)
+        return wrap_row("    E(0x%08X, %s, %s, %s, %s, %s, %s)," % (
+            tag, vr, alt, c_str(vm), c_str(keyword), c_str(name), flag))
     if mask == 0xFFFF00FF and not keyword and not retired:
-        return "    B(0x%08X, %s, %s, %s, %s)," % (tag, vr, alt, c_str(vm), c_str(name))
-    return "    ROW(0x%08X, 0x%08X, %s, %s, %s, %s, %s, %s)," % (
-        tag, mask, vr, alt, c_str(vm), c_str(keyword), c_str(name), flag)
+        return wrap_row("    B(0x%08X, %s, %s, %s, %s)," % (
+            tag, vr, alt, c_str(vm), c_str(name)))
+    return wrap_row("    ROW(0x%08X, 0x%08X, %s, %s, %s, %s, %s, %s)," % (
+        tag, mask, vr, alt, c_str(vm), c_str(keyword), c_str(name), flag))
 
 
 # Shorthands that keep each generated entry on one line of modest width.
@@ -230,10 +257,10 @@ const dcm_uid_row dcm_uid_table[] = {
     for uid in sorted(UID_dictionary, key=lambda u: u.encode("ascii")):
         value = UID_dictionary[uid]
         kind = UID_TYPES.get(value[1], "DCM_UID_OTHER")
-        out.append("    {{%s, %s, %s, %s, %s}, %s},\n" % (
+        out.append(wrap_row("    {{%s, %s, %s, %s, %s}, %s}," % (
             c_str(uid), c_str(uid_keyword(value)), c_str(value[0]), kind,
             "true" if value[3] else "false",
-            "true" if is_storage(value) else "false"))
+            "true" if is_storage(value) else "false")) + "\n")
     out.append("};\n\nconst size_t dcm_uid_table_count =\n"
                "    sizeof dcm_uid_table / sizeof dcm_uid_table[0];\n")
     return "".join(out)

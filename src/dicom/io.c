@@ -301,6 +301,12 @@ bool dcm_source_size(const dcm_source *src, uint64_t *size)
     return src->size_known;
 }
 
+void dcm_source_set_size(dcm_source *src, uint64_t size)
+{
+    src->size = size;
+    src->size_known = true;
+}
+
 cp_status dcm_source_pread(dcm_source *src, uint64_t offset, void *buf, size_t len,
                            size_t *got)
 {

@@ -88,6 +88,12 @@ cp_status dcm_source_pread(dcm_source *src, uint64_t offset, void *buf, size_t l
 bool dcm_source_size(const dcm_source *src, uint64_t *size);
 
 /*
+ * Tells a source made by dcm_source_create the size of its whole input, so
+ * that declared lengths are checked against it as for files.
+ */
+void dcm_source_set_size(dcm_source *src, uint64_t size);
+
+/*
  * Added for the reader: a source that inflates what it reads from inner, for
  * Deflated Explicit VR Little Endian (PS3.5 A.5): raw deflate (RFC 1951),
  * or zlib (RFC 1950) when the data starts with a zlib header, as some

@@ -266,3 +266,39 @@ bool dweb_uid_is_valid(const char *s)
         return false;
     return strspn(s, "0123456789.") == n;
 }
+
+/* --- a dcm_source over a blob ------------------------------------------------ */
+
+static cp_status rd_read(void *ctx, void *buf, size_t len, size_t *got)
+{
+    return store_read(ctx, buf, len, got, NULL);
+}
+
+static cp_status rd_pread(void *ctx, uint64_t offset, void *buf, size_t len, size_t *got)
+{
+    return store_pread(ctx, offset, buf, len, got, NULL);
+}
+
+static void rd_close(void *ctx)
+{
+    store_close(ctx);
+}
+
+static const dcm_source_ops rd_ops = { rd_read, rd_pread, rd_close };
+
+cp_status dweb_open_source(store *st, const char *key, dcm_source **out, cp_error *err)
+{
+    store_reader *rd = NULL;
+    cp_status status = store_open(st, key, &rd, err);
+
+    *out = NULL;
+    if (status != CP_OK)
+        return status;
+    *out = dcm_source_create(&rd_ops, rd);
+    if (*out == NULL) {
+        store_close(rd);
+        return CP_ERR_NOMEM;
+    }
+    dcm_source_set_size(*out, store_reader_size(rd));
+    return CP_OK;
+}

@@ -17,6 +17,7 @@
 #include "archive/archive.h"
 #include "core/buf.h"
 #include "core/status.h"
+#include "dicom/io.h"
 #include "http/http.h"
 #include "index/index.h"
 #include "store/store.h"
@@ -75,5 +76,11 @@ void dweb_cache_put(dweb_service *svc, const char *etag, uint8_t *data, size_t l
 
 /* Whether s is a plausible UID (PS3.5 9.1): digits and dots, 1 to 64 bytes. */
 bool dweb_uid_is_valid(const char *s);
+
+/*
+ * Opens the blob under key as a dcm_source (with pread) that owns its
+ * reader; CP_ERR_NOT_FOUND when there is none. err may be NULL.
+ */
+cp_status dweb_open_source(store *st, const char *key, dcm_source **out, cp_error *err);
 
 #endif

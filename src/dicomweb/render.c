@@ -207,39 +207,6 @@ const char *dweb_render_media_type(dweb_render_media media)
 
 /* --- rendering one frame --------------------------------------------------------- */
 
-static cp_status rd_read(void *ctx, void *buf, size_t len, size_t *got)
-{
-    return store_read(ctx, buf, len, got, NULL);
-}
-
-static cp_status rd_pread(void *ctx, uint64_t offset, void *buf, size_t len, size_t *got)
-{
-    return store_pread(ctx, offset, buf, len, got, NULL);
-}
-
-static void rd_close(void *ctx)
-{
-    store_close(ctx);
-}
-
-static const dcm_source_ops rd_ops = { rd_read, rd_pread, rd_close };
-
-cp_status dweb_open_source(store *st, const char *key, dcm_source **out)
-{
-    store_reader *rd = NULL;
-    cp_status status = store_open(st, key, &rd, NULL);
-
-    *out = NULL;
-    if (status != CP_OK)
-        return status;
-    *out = dcm_source_create(&rd_ops, rd);
-    if (*out == NULL) {
-        store_close(rd);
-        return CP_ERR_NOMEM;
-    }
-    return CP_OK;
-}
-
 /* The region of o in whole source pixels; false when it leaves the frame. */
 static bool region_pixels(const dweb_render_opts *o, const px_frame *f, uint32_t r[4])
 {
@@ -306,7 +273,7 @@ int dweb_render_blob(store *st, const char *blob_key, uint32_t frame,
     memset(&pic, 0, sizeof pic);
     cp_buf_init(&bytes);
     *why = "the instance cannot be read";
-    if (dweb_open_source(st, blob_key, &src) != CP_OK)
+    if (dweb_open_source(st, blob_key, &src, NULL) != CP_OK)
         goto done;
     memset(&ro, 0, sizeof ro);
     if (dcm_file_read(src, &ro, &file, NULL) != CP_OK)

@@ -93,12 +93,6 @@ int dweb_render_blob(store *st, const char *blob_key, uint32_t frame,
 cp_status dweb_render_respond(http_request *req, dweb_service *svc, const char *blob_key,
                               const uint8_t *hash, uint32_t frame, const dweb_render_opts *o);
 
-/*
- * Opens the blob under key as a dcm_source (with pread) that owns its
- * reader; CP_ERR_NOT_FOUND when there is none.
- */
-cp_status dweb_open_source(store *st, const char *key, dcm_source **out);
-
 /* Route handlers; ctx is the dweb_service. */
 cp_status dweb_render_rendered(http_request *req, void *ctx);
 cp_status dweb_render_thumbnail(http_request *req, void *ctx);

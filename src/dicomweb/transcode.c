@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "core/alloc.h"
+#include "dicomweb/dicomweb.h"
 #include "dicom/dataset.h"
 #include "dicom/tag.h"
 #include "dicom/ts.h"
@@ -79,22 +80,6 @@ cp_status dweb_transcode_append_native(const px_image *img, const px_frame *f, c
     return CP_OK;
 }
 
-static cp_status rd_read(void *ctx, void *buf, size_t len, size_t *got)
-{
-    return store_read(ctx, buf, len, got, NULL);
-}
-
-static cp_status rd_pread(void *ctx, uint64_t offset, void *buf, size_t len, size_t *got)
-{
-    return store_pread(ctx, offset, buf, len, got, NULL);
-}
-
-static void rd_close(void *ctx)
-{
-    store_close(ctx);
-}
-
-static const dcm_source_ops rd_ops = { rd_read, rd_pread, rd_close };
 
 /* Writes one element with a short value in Explicit VR Little Endian. */
 static cp_status put_element(const dcm_sink *sink, uint32_t tag, dcm_vr vr, const void *value,
@@ -211,7 +196,6 @@ cp_status dweb_transcode_native(store *st, const char *blob_key, const dcm_sink 
                                 cp_error *err)
 {
     static const uint8_t preamble[128];
-    store_reader *rd = NULL;
     dcm_source *src = NULL;
     dcm_file *file = NULL;
     dcm_read_options ro;
@@ -229,13 +213,8 @@ cp_status dweb_transcode_native(store *st, const char *blob_key, const dcm_sink 
     memset(&f, 0, sizeof f);
     cp_buf_init(&bytes);
     cp_buf_init(&meta);
-    if ((rc = store_open(st, blob_key, &rd, err)) != CP_OK)
+    if ((rc = dweb_open_source(st, blob_key, &src, err)) != CP_OK)
         return rc;
-    src = dcm_source_create(&rd_ops, rd);
-    if (src == NULL) {
-        store_close(rd);
-        return CP_ERR_NOMEM;
-    }
     memset(&ro, 0, sizeof ro);
     if ((rc = dcm_file_read(src, &ro, &file, err)) != CP_OK)
         goto done;
@@ -249,7 +228,7 @@ cp_status dweb_transcode_native(store *st, const char *blob_key, const dcm_sink 
         (img.bits_allocated == 1 && px_image_native_frame_size(&img) * 8 !=
          (uint64_t)img.rows * img.columns * img.samples_per_pixel))
         goto done;
-    size = store_reader_size(rd);
+    dcm_source_size(src, &size);
     rc = CP_ERR_NOMEM;
     if ((chunk = cp_malloc(COPY_CHUNK)) == NULL)
         goto done;

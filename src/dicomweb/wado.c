@@ -123,42 +123,6 @@ typedef struct wado_stream {
     uint64_t bulk_length;
 } wado_stream;
 
-/* --- a dcm_source over a store reader -------------------------------------- */
-
-static cp_status rd_read(void *ctx, void *buf, size_t len, size_t *got)
-{
-    return store_read(ctx, buf, len, got, NULL);
-}
-
-static cp_status rd_pread(void *ctx, uint64_t offset, void *buf, size_t len, size_t *got)
-{
-    return store_pread(ctx, offset, buf, len, got, NULL);
-}
-
-static void rd_close(void *ctx)
-{
-    store_close(ctx);
-}
-
-static const dcm_source_ops rd_ops = { rd_read, rd_pread, rd_close };
-
-/* Opens the blob under key as a dcm_source that owns the reader. */
-static cp_status open_source(store *st, const char *key, dcm_source **out)
-{
-    store_reader *rd = NULL;
-    cp_status status = store_open(st, key, &rd, NULL);
-
-    *out = NULL;
-    if (status != CP_OK)
-        return status;
-    *out = dcm_source_create(&rd_ops, rd);
-    if (*out == NULL) {
-        store_close(rd);
-        return CP_ERR_NOMEM;
-    }
-    return CP_OK;
-}
-
 /* --- finding the instances ------------------------------------------------- */
 
 static cp_status on_instance(void *ctx, const index_row *row)
@@ -287,7 +251,7 @@ static cp_status begin_converted(wado_stream *s, const wado_item *it)
     int fd = -1;
     dcm_sink sink;
     off_t end;
-    cp_status st = open_source(s->st, it->blob_key, &src);
+    cp_status st = dweb_open_source(s->st, it->blob_key, &src, NULL);
 
     if (st != CP_OK)
         goto done;
@@ -376,7 +340,7 @@ static cp_status begin_metadata(wado_stream *s, size_t i)
     cp_status st = cp_buf_append_str(&s->pending, i == 0 ? "[" : ",");
 
     if (st == CP_OK)
-        st = open_source(s->st, it->blob_key, &src);
+        st = dweb_open_source(s->st, it->blob_key, &src, NULL);
     if (st != CP_OK)
         goto done;
     memset(&ro, 0, sizeof ro);
@@ -760,7 +724,7 @@ static int frames_prepare(wado_stream *s, const char *asked, char *type, size_t 
     const dcm_transfer_syntax *ts;
     dcm_read_options ro;
 
-    if (open_source(s->st, s->list.items[0].blob_key, &s->src) != CP_OK)
+    if (dweb_open_source(s->st, s->list.items[0].blob_key, &s->src, NULL) != CP_OK)
         return 500;
     memset(&ro, 0, sizeof ro);
     if (dcm_file_read(s->src, &ro, &s->file, NULL) != CP_OK)

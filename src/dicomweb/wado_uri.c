@@ -229,7 +229,7 @@ static cp_status send_explicit(http_request *req, store *st, const uri_item *it,
     if (rc == CP_OK && stored->encapsulated) {
         rc = dweb_transcode_native(st, it->blob_key, &sink, NULL);
     } else if (rc == CP_OK) {
-        rc = dweb_open_source(st, it->blob_key, &src);
+        rc = dweb_open_source(st, it->blob_key, &src, NULL);
         if (rc == CP_OK)
             rc = dcm_file_read(src, NULL, &file, NULL);
         memset(&wo, 0, sizeof wo);

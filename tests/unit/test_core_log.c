@@ -34,7 +34,8 @@ static void test_line_has_time_level_event_and_fields(void **state)
     cp_log_set_level(CP_LOG_INFO);
     cp_log_info("dicom.store", "assoc=%d sop_instance_uid=%s", 12, "1.2.3");
     text = capture(stream);
-    assert_non_null(strstr(text, " level=info event=dicom.store assoc=12 sop_instance_uid=1.2.3\n"));
+    assert_non_null(
+        strstr(text, " level=info event=dicom.store assoc=12 sop_instance_uid=1.2.3\n"));
     assert_true(text[4] == '-' && text[10] == 'T');
     assert_int_equal(strchr(text, '\n') - text + 1, (long)strlen(text));
     cp_log_set_stream(NULL);

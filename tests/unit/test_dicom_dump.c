@@ -25,77 +25,7 @@
 #include "dicom/io.h"
 #include "dicom/tag.h"
 #include "dicom/ts.h"
-
-typedef struct bytes {
-    uint8_t data[8192];
-    size_t len;
-} bytes;
-
-static void put(bytes *b, const void *p, size_t n)
-{
-    assert_true(b->len + n <= sizeof(b->data));
-    memcpy(b->data + b->len, p, n);
-    b->len += n;
-}
-
-static void put_le(bytes *b, uint64_t v, size_t size)
-{
-    for (size_t i = 0; i < size; i++) {
-        uint8_t byte = (uint8_t)(v >> (8 * i));
-
-        put(b, &byte, 1);
-    }
-}
-
-static bool long_header(const char *vr)
-{
-    static const char *const vrs[] = { "OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV",
-                                       "UC", "UN", "UR", "UT", "UV" };
-
-    for (size_t i = 0; i < sizeof(vrs) / sizeof(vrs[0]); i++)
-        if (strcmp(vr, vrs[i]) == 0)
-            return true;
-    return false;
-}
-
-static void header(bytes *b, uint16_t group, uint16_t element, const char *vr, uint32_t len)
-{
-    put_le(b, group, 2);
-    put_le(b, element, 2);
-    put(b, vr, 2);
-    if (long_header(vr)) {
-        put_le(b, 0, 2);
-        put_le(b, len, 4);
-    } else {
-        put_le(b, len, 2);
-    }
-}
-
-static void el_raw(bytes *b, uint16_t group, uint16_t element, const char *vr,
-                   const void *value, size_t len)
-{
-    header(b, group, element, vr, (uint32_t)len);
-    put(b, value, len);
-}
-
-static void el_str(bytes *b, uint16_t group, uint16_t element, const char *vr,
-                   const char *text)
-{
-    size_t len = strlen(text);
-    uint8_t pad = strcmp(vr, "UI") == 0 ? 0 : ' ';
-
-    header(b, group, element, vr, (uint32_t)(len + (len & 1)));
-    put(b, text, len);
-    if (len & 1)
-        put(b, &pad, 1);
-}
-
-static void delimiter(bytes *b, uint16_t element, uint32_t len)
-{
-    put_le(b, 0xFFFE, 2);
-    put_le(b, element, 2);
-    put_le(b, len, 4);
-}
+#include "dicom_bytes.h"
 
 static dcm_file *read_bytes(const bytes *b, bool bare)
 {
@@ -239,7 +169,7 @@ static void test_file_header_and_fragments(void **state)
     b.len = 128;
     put(&b, "DICM", 4);
     header(&b, 0x0002, 0x0000, "UL", 4);
-    put_le(&b, meta.len, 4);
+    put_uint(&b, meta.len, 4);
     put(&b, meta.data, meta.len);
     el_str(&b, 0x0010, 0x0010, "PN", "Doe^John");
     header(&b, 0x7FE0, 0x0010, "OB", DCM_UNDEFINED_LENGTH);
