@@ -246,14 +246,6 @@ static cp_status write_json(const char *path, const dcm_file *file, dcm_source *
     opts.inline_max = DUMP_BULK_THRESHOLD;
     opts.bulk_uri = bulk_uri;
     opts.bulk_uri_ctx = &uri_ctx;
-    /*
-     * Offsets in a deflated data set count inflated bytes, which no URI into
-     * the file can address; its values are all in memory, so they go inline.
-     */
-    if (file->transfer_syntax != NULL && file->transfer_syntax->deflated) {
-        opts.inline_max = SIZE_MAX;
-        opts.bulk_uri = NULL;
-    }
     opts.source = src;
     opts.charset_policy = &args->policy;
     opts.pretty = args->pretty;

@@ -509,6 +509,7 @@ typedef struct {
     dcm_source *src;
     bool can_pread;
     bool size_known;
+    bool inflated;          /* reading a deflated data set: offsets count inflated bytes */
     uint32_t threshold;
     bool meta;              /* reading group 0002: stop where it ends */
     uint64_t meta_start;
@@ -705,7 +706,7 @@ static cp_status builder_element(builder *b, const dcm_event *ev, cp_error *err)
     memset(el, 0, sizeof *el);
     el->tag = ev->tag;
     el->vr = ev->vr;
-    el->flags = ev->flags;
+    el->flags = ev->flags | (b->inflated ? DCM_ELEMENT_INFLATED : 0);
     el->length = ev->length;
     el->offset = ev->offset;
     if (ev->tag < f->last_tag)
@@ -1047,6 +1048,7 @@ static cp_status read_body(file_impl *fi, builder *b, dcm_source *src,
         if (st != CP_OK)
             return cp_error_set(err, st, CP_ERROR_NO_OFFSET, CP_ERROR_NO_TAG, NULL);
         src = inflated;
+        b->inflated = true;
     }
 
     popts.explicit_vr = ts->explicit_vr;

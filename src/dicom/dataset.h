@@ -50,6 +50,11 @@ enum {
     DCM_ELEMENT_ENCAPSULATED = 1u << 4,
     /* Explicit VR stream said UN; the element's vr is what the dictionary gave. */
     DCM_ELEMENT_WAS_UN = 1u << 5,
+    /*
+     * Read from a deflated data set: the value is always loaded, and its
+     * offset counts inflated bytes, which no byte range of the file holds.
+     */
+    DCM_ELEMENT_INFLATED = 1u << 6,
 };
 
 typedef struct dcm_element {

@@ -741,8 +741,8 @@ static cp_status write_bulk_uri(json_writer *w, const dcm_element *el, bool *fir
 }
 
 /*
- * OB, OD, OF, OL, OV, OW, UN: InlineBinary up to inline_max bytes, else a
- * BulkDataURI. PS3.18 says nothing of encapsulated pixel data inline (its
+ * OB, OD, OF, OL, OV, OW, UN: InlineBinary up to inline_max bytes (any size
+ * when read from a deflated data set), else a BulkDataURI. PS3.18 says nothing of encapsulated pixel data inline (its
  * fragments are no plain octet stream), so that is always bulk data.
  */
 static cp_status write_binary(json_writer *w, const dcm_dataset *ds, const dcm_element *el,
@@ -757,7 +757,8 @@ static cp_status write_binary(json_writer *w, const dcm_dataset *ds, const dcm_e
         return write_bulk_uri(w, el, first);
     if (el->value_length == 0 || truncated_unread)
         return CP_OK;
-    if (el->value_length > w->opts->inline_max)
+    /* A bulk-data URI could only name bytes of the file, which holds these deflated. */
+    if (el->value_length > w->opts->inline_max && (el->flags & DCM_ELEMENT_INFLATED) == 0)
         return write_bulk_uri(w, el, first);
     if (el->value == NULL && w->opts->source == NULL)
         return cp_error_set(w->err, CP_ERR_INVALID, (int64_t)el->offset, el->tag,

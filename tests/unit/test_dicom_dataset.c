@@ -948,6 +948,7 @@ static void test_deflated(void **state)
         assert_int_equal(dcm_dataset_count(f->dataset), 303);
         el = get(f->dataset, DCM_TAG(0x0010, 0x0010));
         assert_false(el->flags & DCM_ELEMENT_NOT_LOADED);
+        assert_true(el->flags & DCM_ELEMENT_INFLATED);
         assert_string_value(el, 0, "Deflated^Patient");
         assert_int_equal(get(f->dataset, DCM_TAG(0x0008, 0x1115))->item_count, 1);
         dcm_file_destroy(f);
