@@ -29,7 +29,10 @@
     X(CP_ERR_CHARSET,     "charset",       "text could not be decoded")            \
     X(CP_ERR_CONFIG,      "config",        "configuration error")                  \
     X(CP_ERR_AGAIN,       "again",         "try again")                            \
-    X(CP_ERR_STOPPED,     "stopped",       "stopped at the requested point")
+    X(CP_ERR_STOPPED,     "stopped",       "stopped at the requested point")       \
+    X(CP_ERR_UNAUTHENTICATED, "unauthenticated", "who is asking is not known")     \
+    X(CP_ERR_FORBIDDEN,   "forbidden",     "not allowed for this identity")        \
+    X(CP_ERR_UNAVAILABLE, "unavailable",   "a service this needs is unavailable")
 
 typedef enum {
 #define CP_STATUS_ENUM(code, name, summary) code,

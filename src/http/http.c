@@ -828,7 +828,12 @@ int http_status_for(cp_status st)
         return 415;
     case CP_ERR_EXISTS:
         return 409;
+    case CP_ERR_UNAUTHENTICATED:
+        return 401;
+    case CP_ERR_FORBIDDEN:
+        return 403;
     case CP_ERR_NOMEM:
+    case CP_ERR_UNAVAILABLE:
     case CP_ERR_AGAIN:
         return 503;
     default:
