@@ -1324,6 +1324,12 @@ static cp_status admit(http_request *req)
             http_response_header(req, "WWW-Authenticate", "Bearer realm=\"cloudpacs\"");
             return http_respond_error(req, 401, "authentication required");
         }
+        if (d == HTTP_AUTH_UNAVAILABLE) {
+            http_response_header(req, "Retry-After", "5");
+            return http_respond_error(req, 503, "identity service unavailable");
+        }
+        if (d == HTTP_AUTH_RESPONDED)
+            return CP_OK;
         if (d != HTTP_AUTH_ALLOW)
             return http_respond_error(req, 403, "forbidden");
     }

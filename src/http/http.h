@@ -49,6 +49,8 @@ typedef enum {
     HTTP_AUTH_ALLOW,
     HTTP_AUTH_UNAUTHENTICATED,      /* 401 with WWW-Authenticate: Bearer */
     HTTP_AUTH_FORBIDDEN,            /* 403 */
+    HTTP_AUTH_UNAVAILABLE,          /* 503: what identities are checked against is away */
+    HTTP_AUTH_RESPONDED,            /* the hook answered the request itself */
 } http_auth_decision;
 
 /*

@@ -1,0 +1,58 @@
+/*
+ * api.h - the JSON REST API of cloudpacs (docs/api.md) and the
+ * authentication hook of the whole web service.
+ *
+ * api_authenticate is the http_auth_fn every non-public route goes
+ * through (DICOMweb, the viewer's data, /metrics and /api alike): it takes
+ * the bearer token or the session cookie, resolves it to a principal
+ * (session.h), attaches it to the request, and answers 401 (unknown), 403
+ * (a cookie-authenticated change without the X-Requested-With guard, or a
+ * session that must first enrol a second factor), or 503 (Redis away).
+ * Handlers then ask api_principal() and the policy.
+ */
+#ifndef CP_API_API_H
+#define CP_API_API_H
+
+#include <stdbool.h>
+
+#include "auth/audit.h"
+#include "auth/directory.h"
+#include "auth/policy.h"
+#include "auth/session.h"
+#include "core/status.h"
+#include "http/http.h"
+#include "index/index.h"
+#include "kv/kv.h"
+
+typedef struct api_service api_service;
+
+typedef struct api_config {
+    directory *dir;                     /* none owned */
+    session_service *sessions;
+    audit_log *audit;
+    index_db *idx;                      /* for /api/health */
+    kv *kv;                             /* for /api/health */
+    const char *audit_source;           /* AuditSourceID: the AE title or host name */
+    bool secure_cookies;                /* HTTPS: cookies get Secure */
+} api_config;
+
+cp_status api_create(const api_config *cfg, api_service **out, cp_error *err);
+void api_destroy(api_service *a);
+
+/* Registers every /api/ route on the server (before http_server_start). */
+cp_status api_register(api_service *a, http_server *s, cp_error *err);
+
+/* The http_auth_fn for http_config.auth, with the api_service as ctx. */
+http_auth_decision api_authenticate(http_request *req, void *ctx);
+
+/* The principal api_authenticate attached, or NULL (public routes). */
+const principal *api_principal(const http_request *req);
+
+/*
+ * Writes an audit record for a request: fills the actor, roles, actor
+ * institution, peer and session from the request's principal, then queues
+ * it. Failures to queue are logged, not returned: the request goes on.
+ */
+void api_audit(api_service *a, const http_request *req, audit_record *r);
+
+#endif
