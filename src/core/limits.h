@@ -587,4 +587,59 @@
 /* Bytes of the GnuTLS priority string once the version limits are added. */
 #define TLS_PRIORITY_MAX          512
 
+/* --- Redis (src/kv) ----------------------------------------------------------- */
+
+/*
+ * Connections one kv opens at most. Commands take well under a millisecond,
+ * so a connection is busy only briefly; 16 serve the worker threads of one
+ * process without making Redis hold a connection per thread.
+ */
+#define KV_POOL_MAX               16
+
+/*
+ * Default time one command may take, in milliseconds. Redis answers in
+ * microseconds; two seconds means it is stalled (a fork for a rewrite on a
+ * starved host), and a caller should fail rather than hang.
+ */
+#define KV_COMMAND_TIMEOUT_MS     2000
+
+/*
+ * Time a connect may take, in milliseconds: a local or same-datacentre
+ * Redis accepts at once, so a second means it is down or unreachable.
+ */
+#define KV_CONNECT_TIMEOUT_MS     1000
+
+/*
+ * Back-off after a failed connect, shared by the pool: calls made within it
+ * fail at once. It starts short, so that a restarted Redis is found again
+ * quickly, and doubles up to the maximum, so that a Redis that stays away
+ * costs one connect attempt every few seconds, not one per call.
+ */
+#define KV_RECONNECT_MIN_MS       100
+#define KV_RECONNECT_MAX_MS       5000
+
+/* Bytes of a key built by kv_key, prefix included: keys name ids and UIDs. */
+#define KV_KEY_MAX                256
+
+/*
+ * Time the embedded redis-server has to answer PING after it was started,
+ * in milliseconds: it starts in milliseconds, but loading a large
+ * append-only file after a crash can take seconds.
+ */
+#define REDISD_START_TIMEOUT_MS   10000
+
+/*
+ * Time the embedded redis-server has to exit after SHUTDOWN (then after
+ * SIGTERM), in milliseconds, before it is killed: it flushes its
+ * append-only file, which takes well under a second.
+ */
+#define REDISD_STOP_TIMEOUT_MS    5000
+
+/*
+ * Longest wait between two restarts of an embedded redis-server that keeps
+ * dying, in milliseconds: the wait starts at 100 ms and doubles, so a crash
+ * loop costs a start every ten seconds, not a busy loop.
+ */
+#define REDISD_RESTART_MAX_MS     10000
+
 #endif

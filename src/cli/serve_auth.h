@@ -1,0 +1,43 @@
+/*
+ * serve_auth.h - what `cloudpacs serve` holds for identity: its Redis (the
+ * embedded redis-server when no URL is configured, kv/redisd.h), the
+ * directory, the audit trail, the session service and the REST API, opened
+ * together from the configuration and closed together.
+ *
+ * Configuration (each key also CLOUDPACS_<SECTION>_<KEY>):
+ *   [redis] url (CLOUDPACS_REDIS_URL; none: the embedded server)
+ *   [auth]  idle_minutes (30), absolute_hours (12), lock_after (5),
+ *           lock_minutes (15), mfa_admins, mfa_doctors (false)
+ *   [http]  token: the service token (every right; for tools and tests)
+ */
+#ifndef CP_CLI_SERVE_AUTH_H
+#define CP_CLI_SERVE_AUTH_H
+
+#include "api/api.h"
+#include "auth/audit.h"
+#include "auth/directory.h"
+#include "auth/session.h"
+#include "core/config.h"
+#include "kv/kv.h"
+#include "kv/redisd.h"
+
+typedef struct serve_auth {
+    redisd *redis;                      /* NULL when [redis] url is set */
+    kv *kv;
+    directory *dir;
+    audit_log *audit;
+    session_service *sessions;
+    api_service *api;
+} serve_auth;
+
+/*
+ * Opens everything for data_dir (database <data_dir>/index.sqlite, seal key
+ * <data_dir>/secret.key). Returns a CLI_EXIT_* code; on failure what was
+ * opened is closed again and one line on stderr says why.
+ */
+int serve_auth_open(serve_auth *a, const cp_config *cfg, const char *data_dir);
+
+/* Closes in reverse order (the audit trail flushed). Safe on a zeroed struct. */
+void serve_auth_close(serve_auth *a);
+
+#endif
