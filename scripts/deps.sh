@@ -14,6 +14,7 @@ build_pkgs=(
     libsodium-dev
     libmicrohttpd-dev
     libgnutls28-dev
+    redis-server libhiredis-dev
 )
 test_pkgs=(
     clang libclang-rt-14-dev

@@ -636,10 +636,243 @@
 #define REDISD_STOP_TIMEOUT_MS    5000
 
 /*
- * Longest wait between two restarts of an embedded redis-server that keeps
- * dying, in milliseconds: the wait starts at 100 ms and doubles, so a crash
- * loop costs a start every ten seconds, not a busy loop.
+ * Waits between two restarts of an embedded redis-server that keeps dying,
+ * in milliseconds: the first is short, so that one crash costs a blink; each
+ * next one doubles up to the maximum, so that a crash loop costs a start
+ * every ten seconds, not a busy loop. A server that ran longer than the
+ * maximum starts the count again.
  */
+#define REDISD_RESTART_MIN_MS     100
 #define REDISD_RESTART_MAX_MS     10000
+
+/* --- identity store (src/auth/credential.c, directory.c) -------------------- */
+
+/*
+ * Characters of a base32 TOTP secret accepted (DIRECTORY_SECRET_MAX), and
+ * the bytes it decodes to at most: apps use 10 to 32 bytes of key; RFC 4226
+ * asks for at least 16, and 40 bytes is what 64 characters hold.
+ */
+#define CRED_TOTP_SECRET_TEXT_MAX 64
+#define CRED_TOTP_KEY_MAX         40
+
+/*
+ * Bytes of a secret sealed at rest (a TOTP secret is 32 characters) and
+ * characters of its sealed base64 form: 24 bytes of nonce and 16 of tag
+ * around it, four characters for every three bytes.
+ */
+#define CRED_SEAL_PLAIN_MAX       1024
+#define CRED_SEAL_TEXT_MAX        ((24 + CRED_SEAL_PLAIN_MAX + 16 + 2) / 3 * 4)
+
+/*
+ * Qualifications of one radiologist (modality x body part pairs): a
+ * general radiologist lists some dozens; thousands would be a script gone
+ * wrong.
+ */
+#define DIRECTORY_QUALIFICATIONS_MAX 1024
+
+/*
+ * Rows one directory listing gathers before its callbacks run (users,
+ * institutions, tokens, AEs, contracts): a national network of reading
+ * centres has tens of thousands of users.
+ */
+#define DIRECTORY_ROWS_MAX        (1u << 20)
+
+/* Institution ids a user listing may filter on (one subtree, in practice). */
+#define DIRECTORY_FILTER_IDS_MAX  10000
+
+/* Characters of a presented API token ("cpat_" + 43): longer is not one. */
+#define DIRECTORY_TOKEN_TEXT_MAX  256
+
+/*
+ * Levels of the institution tree walked: centre > hospital > clinic >
+ * department is four; the bound stops a walk of a damaged tree.
+ */
+#define DIRECTORY_DEPTH_MAX       64
+
+/*
+ * Milliseconds a directory statement waits for another writer of the same
+ * database file (the index, the audit trail, another process).
+ */
+#define DIRECTORY_BUSY_TIMEOUT_MS 5000
+
+/* --- audit trail (src/auth/audit.c, PS3.15 A.5) ------------------------------ */
+
+/*
+ * Records queued for the audit writer thread. A burst of WADO requests on a
+ * busy day queues some hundreds between two commits; past this audit_write
+ * waits, since dropping a record is not allowed. A record is about 1 KiB,
+ * so the queue costs at most 4 MiB.
+ */
+#define AUDIT_QUEUE_MAX           4096
+
+/*
+ * Milliseconds the writer waits for more records before it commits what it
+ * holds: a commit with synchronous=FULL costs an fsync, so records are
+ * grouped, and 50 ms is below what a person notices in audit_query.
+ */
+#define AUDIT_FLUSH_MS            50
+
+/* Records committed in one transaction; the writer commits at once when this many wait. */
+#define AUDIT_BATCH_MAX           256
+
+/* Records one audit_query call returns when the filter names no limit. */
+#define AUDIT_QUERY_DEFAULT       100
+
+/* Most records one audit_query call returns (a page is held in memory). */
+#define AUDIT_QUERY_MAX           1000
+
+/*
+ * Milliseconds a connection of the audit trail waits for another process
+ * (the server, a CLI) holding the database's write lock.
+ */
+#define AUDIT_BUSY_TIMEOUT_MS     5000
+
+/*
+ * Back-off of a failed audit commit, in milliseconds: the first retry
+ * waits AUDIT_RETRY_FIRST_MS, each next one twice as long up to
+ * AUDIT_RETRY_MAX_MS, so that a full disk is retried without a busy loop.
+ */
+#define AUDIT_RETRY_FIRST_MS      10
+#define AUDIT_RETRY_MAX_MS        1000
+
+/*
+ * Attempts at committing a batch while audit_close waits: closing must end,
+ * so past these the records are given up and an error is logged for each
+ * batch (audit.dropped) instead of retrying for ever.
+ */
+#define AUDIT_CLOSE_RETRIES       20
+
+/* --- sessions and cached principals (src/auth/session.c) --------------------- */
+
+/*
+ * Defaults of session_config (each overridable there): a session ends after
+ * half an hour unused or twelve hours in all, a working day; five failed
+ * logins within fifteen minutes lock the name for fifteen minutes, which
+ * slows guessing to a few tries an hour without locking a user out for long.
+ */
+#define SESSION_IDLE_DEFAULT_S        (30u * 60)
+#define SESSION_ABSOLUTE_DEFAULT_S    (12u * 3600)
+#define SESSION_LOCK_AFTER_DEFAULT    5u
+#define SESSION_LOCK_WINDOW_DEFAULT_S (15u * 60)
+#define SESSION_LOCK_DEFAULT_S        (15u * 60)
+
+/*
+ * How old a cached principal may be before its profile_version is checked
+ * against the directory again: a change of rights reaches every session
+ * within this many seconds even if nobody calls session_invalidate, while a
+ * busy session costs the database one cheap query per period.
+ */
+#define SESSION_PROFILE_CHECK_S       5
+
+/*
+ * Lifetime of a cached principal in Redis: it is rebuilt from the directory
+ * after that, so principals of users who left do not pile up.
+ */
+#define SESSION_PROFILE_TTL_S         3600
+
+/*
+ * Lifetime of a cached API-token principal: the longest a revoked or
+ * expired API token keeps working, traded against a database query for
+ * every request of a busy gateway.
+ */
+#define SESSION_TOKEN_CACHE_S         30
+
+/* A TOTP secret begun but not confirmed is forgotten after ten minutes. */
+#define SESSION_TOTP_PENDING_S        600
+
+/*
+ * How long the last TOTP step used is remembered: longer than the window a
+ * code is accepted in (three 30-second steps), so that no code works twice.
+ */
+#define SESSION_TOTP_USED_S           120
+
+/*
+ * Grants of one principal: the institutions of its own subtree plus those
+ * its contracts open. A reading centre's radiologist reads for some dozens
+ * of hospitals with a few clinics each; a principal past this is refused
+ * (CP_ERR_LIMIT) rather than cached at any size.
+ */
+#define SESSION_GRANTS_MAX            4096
+
+/* Contracts of one user looked at when building a principal. */
+#define SESSION_CONTRACTS_MAX         1024
+
+/*
+ * Bytes of a bearer token looked at: session and API tokens are under 64;
+ * anything much longer is not ours and is refused before it is hashed.
+ */
+#define SESSION_TOKEN_MAX             256
+
+/*
+ * Bytes of a cached principal's JSON: a principal at SESSION_GRANTS_MAX
+ * grants with full modality lists stays under this.
+ */
+#define SESSION_PROFILE_JSON_MAX      (1024u * 1024)
+
+/* --- the REST API (src/api) ---------------------------------------------------- */
+
+/*
+ * Bytes of a JSON body of an /api/ route: logins, users, contracts and
+ * qualification lists are well under a kilobyte; 64 KiB leaves room and
+ * bounds what a request can make the server parse (413 above it).
+ */
+#define API_BODY_MAX              (64u * 1024)
+
+/*
+ * Peers remembered for rate-limiting the audit records of rejected tokens:
+ * a flood from many addresses then costs at most one record per entry per
+ * interval, and the table stays a few kilobytes.
+ */
+#define API_AUTH_FAIL_PEERS       64
+
+/* Seconds between two audit records of rejected tokens from one peer. */
+#define API_AUTH_FAIL_INTERVAL_S  10
+
+/* Records one GET /api/audit page holds at most, and by default. */
+#define API_AUDIT_PAGE_MAX        500
+#define API_AUDIT_PAGE_DEFAULT    100
+
+/*
+ * Records fetched at once while streaming GET /api/audit/export: the
+ * export of a whole trail then holds one page of records in memory.
+ */
+#define API_AUDIT_EXPORT_PAGE     200
+
+/* Qualifications one user holds at most (modality and body part pairs). */
+#define API_QUALIFICATIONS_MAX    256
+
+/* --- DICOMweb authorisation and audit (src/dicomweb/dicomweb.c) ----------- */
+
+/*
+ * Slots of the table that keeps a viewer's frame, rendered and thumbnail
+ * requests from writing an audit record each: one slot per (session,
+ * study) seen lately; a collision only costs an extra record. 4096 slots
+ * (64 KiB) cover far more readers than one server has at once.
+ */
+#define DWEB_AUDIT_VIEW_SLOTS     4096u
+
+/*
+ * Seconds during which a session's further frame requests of a study it
+ * was already recorded opening are not recorded again: a reader scrolling
+ * a CT asks for hundreds of frames within a minute or two.
+ */
+#define DWEB_AUDIT_VIEW_WINDOW_S  300
+
+/*
+ * Bytes of a QIDO-RS query string kept in its audit record (the record's
+ * object id holds 128): the rest is cut.
+ */
+#define DWEB_AUDIT_QUERY_MAX      128
+
+/* --- DICOM service authorisation and audit (src/cli/serve_dimse.c) -------- */
+
+/*
+ * Studies one association collects C-STORE counts for before writing their
+ * audit records (one per study, normally when the association ends): a
+ * sender of more studies than this on one association gets its records
+ * written in batches of this many, so the memory per association stays
+ * bounded (about 40 KiB).
+ */
+#define SERVE_DIMSE_AUDIT_STUDIES_MAX 256
 
 #endif

@@ -11,6 +11,12 @@
  * The server's configuration is written to <data_dir>/redis/redis.conf on
  * every start; the server runs in the foreground as a child process (not
  * daemonized), its log going to <data_dir>/redis/redis.log.
+ *
+ * A Unix socket path holds at most 107 bytes. When
+ * <data_dir>/redis/redis.sock is longer, the socket is
+ * /tmp/cloudpacs-redis-<uid>-<hash>.sock instead, <hash> being the first 16
+ * hex digits of the SHA-256 of the redis directory's real path, so that one
+ * data directory always gets the same socket; redisd_url names it.
  */
 #ifndef CP_KV_REDISD_H
 #define CP_KV_REDISD_H
