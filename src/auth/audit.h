@@ -172,4 +172,22 @@ typedef struct audit_verify_result {
  */
 cp_status audit_verify(audit_log *a, audit_verify_result *res, cp_error *err);
 
+/*
+ * Added for `cloudpacs audit export`: audit_record carries no hash, so
+ * audit_record_json writes "hash": null; these two give each record with
+ * the hash stored beside it.
+ */
+#define AUDIT_HASH_SIZE 32
+
+typedef cp_status (*audit_entry_fn)(void *ctx, const audit_record *r,
+                                    const uint8_t hash[AUDIT_HASH_SIZE]);
+
+/* audit_query, handing each record with its stored hash. */
+cp_status audit_query_hashed(audit_log *a, const audit_filter *f, audit_entry_fn fn, void *ctx,
+                             cp_error *err);
+
+/* audit_record_json with "hash" set from hash (AUDIT_HASH_SIZE bytes; NULL: null). */
+cp_status audit_record_json_hashed(const audit_record *r, const uint8_t *hash,
+                                   const char *source_id, cp_buf *out);
+
 #endif

@@ -809,6 +809,13 @@
  */
 #define SESSION_PROFILE_JSON_MAX      (1024u * 1024)
 
+/*
+ * Sessions ended by one DEL in session_end_user: a user's set of sessions
+ * has no bound of its own (each login adds one), so it is deleted in
+ * batches that keep one command small.
+ */
+#define SESSION_END_BATCH             256
+
 /* --- the REST API (src/api) ---------------------------------------------------- */
 
 /*
@@ -874,5 +881,43 @@
  * bounded (about 40 KiB).
  */
 #define SERVE_DIMSE_AUDIT_STUDIES_MAX 256
+
+/* --- SMB and folder intake, export to shares (src/ingest) ----------------- */
+
+/* Bytes read from a share per call: large enough for SMB2 credits to stream. */
+#define INGEST_CHUNK_BYTES        (256u * 1024u)
+
+/* Folder levels a scan descends; deeper trees are a loop or a mistake. */
+#define INGEST_SCAN_DEPTH_MAX     32
+
+/*
+ * Files one scan of a source considers: the stability tracker holds one
+ * entry per file, so a share of a million files does not pin a gigabyte.
+ * Files past it are seen on a later scan, once the first ones are taken.
+ */
+#define INGEST_SCAN_FILES_MAX     100000u
+
+/* Bytes of a path below a source's root (SMB allows 32767 UTF-16 units). */
+#define INGEST_PATH_MAX           4096
+
+/* Entries of one ZIP archive taken at most: a ZIP bomb of empty entries. */
+#define INGEST_ZIP_ENTRIES_MAX    100000u
+
+/* Bytes of one ZIP entry once inflated: the largest single instance we take. */
+#define INGEST_ZIP_ENTRY_MAX      (4ull * 1024 * 1024 * 1024)
+
+/* Back-off of a share that is down, and of a failed export, in seconds. */
+#define INGEST_BACKOFF_MIN_S      1
+#define INGEST_BACKOFF_MAX_S      60
+
+/* Bytes of one field of an export path once sanitised (most file systems: 255). */
+#define INGEST_FIELD_MAX          100
+
+/* [intake.*] and [export.*] sections at most: one thread each. */
+#define INGEST_SOURCES_MAX        64
+#define INGEST_EXPORTS_MAX        64
+
+/* Bytes of a credentials file: three short lines. */
+#define INGEST_CREDENTIALS_MAX    4096
 
 #endif
