@@ -64,6 +64,13 @@ typedef struct principal {
      */
     principal_grant *grants;
     size_t grant_count;
+    /*
+     * Added: how many of the first grants are its own subtree (what an
+     * institution admin manages), so that a contract without modality
+     * limits is never taken for it. 0 (a principal made by hand): every
+     * grant with empty modalities counts as its own.
+     */
+    size_t own_grant_count;
 } principal;
 
 /* Frees a principal made by session.h or principal_copy. NULL is fine. */

@@ -16,6 +16,13 @@
  *   fail:<username>        failed logins in the window (INCR + EXPIRE)
  *   lock:<username>        present while locked out (SET EX)
  *   totp:<user id>         the last TOTP step used (no code works twice)
+ * Added with session.c:
+ *   totpp:<user id>        a TOTP secret begun but not confirmed (ten minutes)
+ *   profgen                the generation of every cached principal;
+ *                          session_invalidate(0) bumps it
+ *   tok:<token hash>       an API token's principal, cached for at most
+ *                          SESSION_TOKEN_CACHE_S (30) seconds: a revoked or
+ *                          expired API token may keep working that long
  * Session tokens are "cps_" + 43 base64url characters; Redis holds only
  * their BLAKE2b hash, never the token.
  *
