@@ -816,6 +816,15 @@
  */
 #define SESSION_END_BATCH             256
 
+/*
+ * Sessions a process remembers having resolved, and for how long (ms): a
+ * viewer opening a study sends hundreds of requests in a second, and each
+ * would otherwise cost two Redis round trips. A session ended in another
+ * process therefore still works here for at most SESSION_LOCAL_MS.
+ */
+#define SESSION_LOCAL_SLOTS           256
+#define SESSION_LOCAL_MS              250
+
 /* --- the REST API (src/api) ---------------------------------------------------- */
 
 /*
@@ -919,5 +928,25 @@
 
 /* Bytes of a credentials file: three short lines. */
 #define INGEST_CREDENTIALS_MAX    4096
+
+/*
+ * Files one intake source takes at once (its `jobs` key), each with its own
+ * SMB and ledger connection: every file waits on its blob's fsyncs and its
+ * index commit, and four at once overlap those waits (the index groups the
+ * commits) while keeping a clinic's share lightly loaded.
+ */
+#define INGEST_JOBS_DEFAULT       4
+#define INGEST_JOBS_MAX           16
+
+/* --- reading orders (src/consult) ------------------------------------------ */
+
+/* Bytes of an order's clinical notes: a referral's few paragraphs. */
+#define ORDER_NOTES_MAX           4000
+
+/* Bytes of the reason given back with a declined, returned or rejected order. */
+#define ORDER_REASON_MAX          500
+
+/* Orders one listing returns when the caller sets no limit. */
+#define ORDER_LIST_DEFAULT        100
 
 #endif
