@@ -94,12 +94,15 @@ files=("$work/ct.dcm" "$work/cr.dcm")
 declare -A ms
 
 # --- cloudpacs ---------------------------------------------------------------------
+# Every request carries the service token (render_client.py reads it).
+export CLOUDPACS_BENCH_TOKEN=bench-render-service-token
 http=$(free_port)
 env -u CLOUDPACS_CONFIG CLOUDPACS_HTTP_PORT="$http" CLOUDPACS_DICOM_PORT="$(free_port)" \
+    CLOUDPACS_HTTP_TOKEN="$CLOUDPACS_BENCH_TOKEN" \
     CLOUDPACS_DATA_DIR="$work/cloudpacs" "$cloudpacs" serve --services web \
     > "$work/cloudpacs.out" 2> "$work/cloudpacs.log" &
 server_pid=$!
-wait_http "http://127.0.0.1:$http/dicom-web/studies"
+wait_http "http://127.0.0.1:$http/api/health"
 mapfile -t paths < <("$python" "$here/render_client.py" stow \
     "http://127.0.0.1:$http/dicom-web" "${files[@]}")
 i=0

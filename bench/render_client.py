@@ -21,6 +21,8 @@ import time
 import urllib.parse
 import urllib.request
 
+import os
+
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -82,14 +84,21 @@ def stow(base, files):
         body += (b"--" + boundary.encode() + b"\r\nContent-Type: application/dicom\r\n\r\n"
                  + open(f, "rb").read() + b"\r\n")
     body += b"--" + boundary.encode() + b"--\r\n"
-    req = urllib.request.Request(base + "/studies", data=body, method="POST", headers={
-        "Content-Type": 'multipart/related; type="application/dicom"; boundary=' + boundary})
+    req = urllib.request.Request(base + "/studies", data=body, method="POST", headers=dict(
+        auth(), **{"Content-Type": 'multipart/related; type="application/dicom"; boundary='
+                   + boundary}))
     urllib.request.urlopen(req, timeout=120).read()
     for f in files:
         ds = pydicom.dcmread(f, stop_before_pixels=True)
         print("%s/studies/%s/series/%s/instances/%s/rendered" % (
             urllib.parse.urlsplit(base).path, ds.StudyInstanceUID, ds.SeriesInstanceUID,
             ds.SOPInstanceUID))
+
+
+def auth():
+    """The bearer of CLOUDPACS_BENCH_TOKEN (cloudpacs's service token), if set."""
+    token = os.environ.get("CLOUDPACS_BENCH_TOKEN")
+    return {"Authorization": "Bearer " + token} if token else {}
 
 
 def orthanc(base, files):
@@ -111,7 +120,7 @@ def timed(url, n, cold):
         asked = path
         if cold:
             asked += ("&" if "?" in path else "?") + "window=40,%d" % (400 + i)
-        conn.request("GET", asked, headers={"Accept": "image/jpeg"})
+        conn.request("GET", asked, headers=dict(auth(), Accept="image/jpeg"))
         r = conn.getresponse()
         body = r.read()
         t1 = time.perf_counter()

@@ -119,6 +119,7 @@ struct archive_ingest {
     char cmd_class[INDEX_UID_MAX + 1];
     char cmd_instance[INDEX_UID_MAX + 1];
     int64_t received_us;
+    int64_t institution_id;         /* the source's, or the one the caller named */
 
     ing_phase phase;
     cp_buf head;
@@ -687,9 +688,9 @@ static bool rec_build(archive_ingest *in, const dcm_file *f)
         if (src->default_issuer != NULL)
             copy_utf8(r->patient.issuer, sizeof r->patient.issuer, src->default_issuer,
                       strlen(src->default_issuer));
-        else if (src->institution_id != 0)
+        else if (in->institution_id != 0)
             snprintf(r->patient.issuer, sizeof r->patient.issuer, "INSTITUTION-%lld",
-                     (long long)src->institution_id);
+                     (long long)in->institution_id);
         else
             copy_utf8(r->patient.issuer, sizeof r->patient.issuer, in->source,
                       strlen(in->source));
@@ -697,7 +698,7 @@ static bool rec_build(archive_ingest *in, const dcm_file *f)
     copy_str(r->instance.transfer_syntax, sizeof r->instance.transfer_syntax, in->ts->uid,
              strlen(in->ts->uid));
     copy_utf8(r->instance.source, sizeof r->instance.source, in->source, strlen(in->source));
-    r->instance.institution_id = src->institution_id;
+    r->instance.institution_id = in->institution_id;
     r->instance.received_us = in->received_us != 0 ? in->received_us : now_us();
     ok = true;
 
@@ -992,6 +993,8 @@ cp_status archive_ingest_begin(archive *a, const archive_source_info *info,
     copy_utf8(in->source, sizeof in->source, sender, strlen(sender));
     if (in->source[0] == '\0' && in->src->name != NULL)
         copy_utf8(in->source, sizeof in->source, in->src->name, strlen(in->src->name));
+    in->institution_id = info != NULL && info->institution_id > 0 ? info->institution_id
+                                                                  : in->src->institution_id;
     if (info != NULL) {
         in->cmd_ts = info->transfer_syntax;
         in->received_us = info->received_us;
@@ -1360,6 +1363,7 @@ static void repair_reindex(repair_ctx *rc, const char *key, int64_t institution)
     }
     in->fixed_key = key;
     in->src = src;
+    in->institution_id = institution;
     if (ingest_stream(in, read_blob, r, &res) == CP_OK && archive_outcome_ok(res.outcome)) {
         rc->rep->blobs_reindexed++;
         if (rc->fn != NULL)

@@ -98,6 +98,12 @@ typedef struct archive_source_info {
     const char *sop_instance_uid;
     /* µs since 1970 UTC when the instance arrived; 0 means now. */
     int64_t received_us;
+    /*
+     * Added: the institution the sender acts for, when known from who it
+     * is (the principal of a STOW-RS request or of an AE): > 0 wins over
+     * the source's settings; 0 keeps them.
+     */
+    int64_t institution_id;
 } archive_source_info;
 
 typedef enum {

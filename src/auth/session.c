@@ -20,6 +20,7 @@
 
 #include <ctype.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,6 +40,15 @@
 /* Room for a key: the kv's prefix, a short name and a 64-character hash. */
 #define KEY_CAP        KV_KEY_MAX
 
+/* A session resolved a moment ago in this process. */
+typedef struct local_slot {
+    char hash[65];
+    principal *p;                       /* NULL: empty */
+    bool enrol;
+    int64_t fetched_us;                 /* on the service's clock */
+    int64_t fetched_mono_us;            /* on the monotonic clock */
+} local_slot;
+
 struct session_service {
     directory *dir;
     kv *kv;
@@ -53,6 +63,13 @@ struct session_service {
     char service_hash[65];
     char *issuer;
     int64_t (*now_us)(void);
+    /*
+     * Sessions resolved in the last SESSION_LOCAL_MS, so that a viewer's
+     * burst of requests costs Redis one round trip, not one per request.
+     */
+    unsigned local_ms;
+    pthread_mutex_t local_lock;
+    local_slot local[SESSION_LOCAL_SLOTS];
 };
 
 /* --- Lua scripts ----------------------------------------------------------- */
@@ -776,6 +793,8 @@ cp_status session_service_create(const session_config *cfg, session_service **ou
     s->mfa_admins = cfg->mfa_admins;
     s->mfa_doctors = cfg->mfa_doctors;
     s->now_us = cfg->now_us;
+    s->local_ms = cfg->local_ms;
+    pthread_mutex_init(&s->local_lock, NULL);
 
     /* Only the hash is kept, so that comparing it takes the same time. */
     if (cfg->service_token != NULL && cfg->service_token[0] != '\0') {
@@ -784,6 +803,7 @@ cp_status session_service_create(const session_config *cfg, session_service **ou
     }
     s->issuer = cp_strdup(cfg->totp_issuer != NULL ? cfg->totp_issuer : "cloudpacs");
     if (s->issuer == NULL) {
+        pthread_mutex_destroy(&s->local_lock);
         cp_free(s);
         return cp_error_set(err, CP_ERR_NOMEM, CP_ERROR_NO_OFFSET, CP_ERROR_NO_TAG,
                             "out of memory");
@@ -797,6 +817,9 @@ void session_service_destroy(session_service *s)
     if (s == NULL)
         return;
     sodium_memzero(s->service_hash, sizeof s->service_hash);
+    for (size_t i = 0; i < SESSION_LOCAL_SLOTS; i++)
+        principal_free(s->local[i].p);
+    pthread_mutex_destroy(&s->local_lock);
     cp_free(s->issuer);
     cp_free(s);
 }
@@ -1090,6 +1113,87 @@ static void set_origin(principal *p, const char *session_hash, const char *peer)
     copy_text(p->peer, sizeof p->peer, peer);
 }
 
+/* --- sessions resolved a moment ago ---------------------------------------- */
+
+/* The slot of a token hash: its first hex digits are already uniformly random. */
+static local_slot *local_slot_for(session_service *s, const char *hash)
+{
+    unsigned v = 0;
+
+    for (int i = 0; i < 6; i++)
+        v = v * 16 + (unsigned)(isdigit((unsigned char)hash[i]) ? hash[i] - '0'
+                                                                : (hash[i] | 0x20) - 'a' + 10);
+    return &s->local[v % SESSION_LOCAL_SLOTS];
+}
+
+static int64_t mono_us(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * US_PER_S + ts.tv_nsec / 1000;
+}
+
+/*
+ * A copy of the principal resolved for hash within local_ms, or NULL. Both
+ * clocks must agree that it is recent: the service's (which tests move)
+ * and the monotonic one (which a test clock does not stop).
+ */
+static principal *local_get(session_service *s, const char *hash, bool *enrol)
+{
+    local_slot *slot;
+    principal *copy = NULL;
+    int64_t window = (int64_t)s->local_ms * 1000, age, mono_age;
+
+    if (s->local_ms == 0)
+        return NULL;
+    pthread_mutex_lock(&s->local_lock);
+    slot = local_slot_for(s, hash);
+    age = now_us(s) - slot->fetched_us;
+    mono_age = mono_us() - slot->fetched_mono_us;
+    if (slot->p != NULL && strcmp(slot->hash, hash) == 0 && age >= 0 && age < window &&
+        mono_age >= 0 && mono_age < window && principal_copy(slot->p, &copy) == CP_OK)
+        *enrol = slot->enrol;
+    pthread_mutex_unlock(&s->local_lock);
+    return copy;
+}
+
+/* Remembers what hash resolved to; a failed copy just leaves the slot empty. */
+static void local_put(session_service *s, const char *hash, const principal *p, bool enrol)
+{
+    local_slot *slot;
+    principal *copy = NULL;
+
+    if (s->local_ms == 0)
+        return;
+    if (principal_copy(p, &copy) != CP_OK)
+        copy = NULL;
+    pthread_mutex_lock(&s->local_lock);
+    slot = local_slot_for(s, hash);
+    principal_free(slot->p);
+    slot->p = copy;
+    slot->enrol = enrol;
+    slot->fetched_us = now_us(s);
+    slot->fetched_mono_us = mono_us();
+    copy_text(slot->hash, sizeof slot->hash, hash);
+    pthread_mutex_unlock(&s->local_lock);
+}
+
+/* Forgets one session (hash) or, with NULL, every one. */
+static void local_drop(session_service *s, const char *hash)
+{
+    pthread_mutex_lock(&s->local_lock);
+    for (size_t i = 0; i < SESSION_LOCAL_SLOTS; i++) {
+        local_slot *slot = &s->local[i];
+
+        if (slot->p != NULL && (hash == NULL || strcmp(slot->hash, hash) == 0)) {
+            principal_free(slot->p);
+            slot->p = NULL;
+        }
+    }
+    pthread_mutex_unlock(&s->local_lock);
+}
+
 static cp_status resolve_session(session_service *s, const char *token, const char *peer,
                                  principal **out, cp_error *err)
 {
@@ -1098,10 +1202,17 @@ static cp_status resolve_session(session_service *s, const char *token, const ch
     kv_reply *r = NULL;
     principal *p = NULL;
     int64_t user_id;
-    bool enrol;
+    bool enrol = false;
     cp_status st;
 
     credential_token_hash(token, hash);
+    p = local_get(s, hash, &enrol);
+    if (p != NULL) {
+        p->enrol_only = enrol;
+        set_origin(p, hash, peer);
+        *out = p;
+        return CP_OK;
+    }
     st = make_key(s, key, "sess", hash, err);
     if (st != CP_OK)
         return st;
@@ -1129,6 +1240,7 @@ static cp_status resolve_session(session_service *s, const char *token, const ch
     if (st != CP_OK)
         return st;
     p->enrol_only = enrol;
+    local_put(s, hash, p, enrol);
     set_origin(p, hash, peer);
     *out = p;
     return CP_OK;
@@ -1311,6 +1423,7 @@ cp_status session_logout(session_service *s, const char *token, cp_error *err)
         strnlen(token, SESSION_TOKEN_MAX + 1) > SESSION_TOKEN_MAX)
         return CP_OK;
     credential_token_hash(token, hash);
+    local_drop(s, hash);
     st = make_key(s, key, "sess", hash, err);
     if (st != CP_OK)
         return st;
@@ -1348,6 +1461,7 @@ cp_status session_end_user(session_service *s, int64_t user_id, cp_error *err)
     size_t i, n = 0, batch = 0;
     cp_status st;
 
+    local_drop(s, NULL);
     st = make_id_key(s, usess_key, "usess", user_id, err);
     if (st != CP_OK)
         return st;
@@ -1404,6 +1518,7 @@ cp_status session_invalidate(session_service *s, int64_t user_id, cp_error *err)
     if (user_id < 0)
         return cp_error_set(err, CP_ERR_INVALID, CP_ERROR_NO_OFFSET, CP_ERROR_NO_TAG,
                             "negative user id");
+    local_drop(s, NULL);
     if (user_id == 0) {
         /* Every cached principal carries the generation it was built in. */
         st = make_key(s, key, "profgen", NULL, err);
@@ -1501,6 +1616,7 @@ cp_status session_totp_confirm(session_service *s, const principal *p, const cha
     st = need_user(p, err);
     if (st != CP_OK)
         return st;
+    local_drop(s, NULL);
     st = make_id_key(s, key, "totpp", p->id, err);
     if (st != CP_OK)
         return st;

@@ -58,6 +58,13 @@ typedef struct session_config {
     const char *service_token;          /* NULL: none */
     const char *totp_issuer;            /* NULL: "cloudpacs" */
     int64_t (*now_us)(void);            /* NULL: the real clock (tests pass theirs) */
+    /*
+     * How long (ms) a resolved session is reused in this process without
+     * asking Redis (0: never; the service uses SESSION_LOCAL_MS). A session
+     * ended elsewhere keeps working here for at most that long, and a
+     * request in that window is answered even while Redis is away.
+     */
+    unsigned local_ms;
 } session_config;
 
 cp_status session_service_create(const session_config *cfg, session_service **out,

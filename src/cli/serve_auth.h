@@ -9,15 +9,20 @@
  *   [auth]  idle_minutes (30), absolute_hours (12), lock_after (5),
  *           lock_minutes (15), mfa_admins, mfa_doctors (false)
  *   [http]  token: the service token (every right; for tools and tests)
+ * Added for tests: [auth] idle_seconds, which wins over idle_minutes when
+ * set, so that idle expiry can be tested without waiting minutes.
  */
 #ifndef CP_CLI_SERVE_AUTH_H
 #define CP_CLI_SERVE_AUTH_H
+
+#include <stdint.h>
 
 #include "api/api.h"
 #include "auth/audit.h"
 #include "auth/directory.h"
 #include "auth/session.h"
 #include "core/config.h"
+#include "index/index.h"
 #include "kv/kv.h"
 #include "kv/redisd.h"
 
@@ -28,6 +33,12 @@ typedef struct serve_auth {
     audit_log *audit;
     session_service *sessions;
     api_service *api;
+    /*
+     * Added: the caller's open index (not owned), which /api/health reports
+     * on; set it before serve_auth_open (NULL: health leaves it out).
+     */
+    index_db *idx;
+    uint8_t seal_key[32];               /* added: wiped by serve_auth_close */
 } serve_auth;
 
 /*

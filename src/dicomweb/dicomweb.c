@@ -1,13 +1,17 @@
 /*
  * dicomweb.c - the DICOMweb service (PS3.18 section 10): its routes under
  * /dicom-web (the Studies Service resources of PS3.18 10.3, Table 10.3-1)
- * and the small helpers the QIDO-RS, WADO-RS and STOW-RS files share.
+ * and the small helpers the QIDO-RS, WADO-RS and STOW-RS files share,
+ * among them the gate every retrieval passes: whether the principal may
+ * see the study, and the audit record of the look (PS3.15 A.5.3.3, DICOM
+ * Instances Accessed).
  */
 #include "dicomweb/dicomweb.h"
 
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "core/alloc.h"
 #include "core/limits.h"
@@ -27,9 +31,16 @@ typedef struct dweb_cache_entry {
     uint64_t used;              /* the tick of its last use */
 } dweb_cache_entry;
 
+/* One (session, study) recorded lately; see DWEB_AUDIT_VIEW_SLOTS. */
+typedef struct dweb_view_slot {
+    uint64_t key;
+    int64_t at_s;
+} dweb_view_slot;
+
 struct dweb_service {
     dweb_config cfg;
-    pthread_mutex_t lock;       /* guards the cache */
+    dweb_view_slot *views;      /* DWEB_AUDIT_VIEW_SLOTS, guarded by lock */
+    pthread_mutex_t lock;       /* guards the cache and views */
     dweb_cache_entry *cache;    /* DWEB_METADATA_ENTRIES_MAX slots */
     size_t cache_bytes;
     uint64_t tick;
@@ -110,7 +121,9 @@ cp_status dweb_register(http_server *srv, const dweb_config *cfg, dweb_service *
                             "out of memory");
     svc->cfg = *cfg;
     svc->cache = cp_calloc(DWEB_METADATA_ENTRIES_MAX, sizeof *svc->cache);
-    if (svc->cache == NULL || pthread_mutex_init(&svc->lock, NULL) != 0) {
+    svc->views = cp_calloc(DWEB_AUDIT_VIEW_SLOTS, sizeof *svc->views);
+    if (svc->cache == NULL || svc->views == NULL || pthread_mutex_init(&svc->lock, NULL) != 0) {
+        cp_free(svc->views);
         cp_free(svc->cache);
         cp_free(svc);
         return cp_error_set(err, CP_ERR_NOMEM, CP_ERROR_NO_OFFSET, CP_ERROR_NO_TAG,
@@ -139,6 +152,7 @@ void dweb_destroy(dweb_service *svc)
     for (size_t i = 0; i < DWEB_METADATA_ENTRIES_MAX; i++)
         cp_free(svc->cache[i].data);
     cp_free(svc->cache);
+    cp_free(svc->views);
     pthread_mutex_destroy(&svc->lock);
     cp_free(svc);
 }
@@ -265,6 +279,156 @@ bool dweb_uid_is_valid(const char *s)
     if (n == 0 || n > INDEX_UID_MAX)
         return false;
     return strspn(s, "0123456789.") == n;
+}
+
+/* --- who asks ------------------------------------------------------------------ */
+
+bool dweb_visible(const principal *p, int64_t institution_id, const char *modalities)
+{
+    const char *m = modalities;
+
+    if (p == NULL || p->kind == PRINCIPAL_SERVICE)
+        return true;
+    if (m == NULL || m[0] == '\0')
+        return policy_study_visible(p, institution_id, NULL);
+    while (*m != '\0') {
+        size_t n = strcspn(m, "\\");
+        char one[INDEX_CS_MAX + 1];
+
+        if (n > 0 && n <= INDEX_CS_MAX) {
+            memcpy(one, m, n);
+            one[n] = '\0';
+            if (policy_study_visible(p, institution_id, one))
+                return true;
+        }
+        m += n;
+        if (*m == '\\')
+            m++;
+    }
+    return false;
+}
+
+void dweb_audit(dweb_service *svc, const http_request *req, audit_record *r)
+{
+    if (svc->cfg.api != NULL)
+        api_audit(svc->cfg.api, req, r);
+}
+
+typedef struct gate_row {
+    bool found;
+    int64_t institution_id;
+    char modalities[INDEX_MODALITIES_MAX + 1];
+    char patient_id[INDEX_LO_MAX + 1];
+} gate_row;
+
+static cp_status gate_on_row(void *ctx, const index_row *row)
+{
+    gate_row *g = ctx;
+
+    g->found = true;
+    g->institution_id = row->institution_id;
+    memcpy(g->modalities, row->modalities_in_study, sizeof g->modalities);
+    memcpy(g->patient_id, row->rec.patient.id, sizeof g->patient_id);
+    return CP_ERR_STOPPED;
+}
+
+/* FNV-1a of who asks (the session, else the principal) and the study. */
+static uint64_t view_key(const principal *p, const char *study_uid)
+{
+    char who[128];
+    uint64_t h = 0xcbf29ce484222325ull;
+
+    if (p->session_id[0] != '\0')
+        snprintf(who, sizeof who, "s:%s", p->session_id);
+    else
+        snprintf(who, sizeof who, "p:%d:%lld:%s", (int)p->kind, (long long)p->id, p->name);
+    for (const char *c = who; *c != '\0'; c++)
+        h = (h ^ (uint8_t)*c) * 0x100000001b3ull;
+    h = (h ^ 0xFF) * 0x100000001b3ull;
+    for (const char *c = study_uid; *c != '\0'; c++)
+        h = (h ^ (uint8_t)*c) * 0x100000001b3ull;
+    return h;
+}
+
+/* Whether this look is the first of its (session, study) in the window. */
+static bool view_is_new(dweb_service *svc, const principal *p, const char *study_uid)
+{
+    uint64_t key = view_key(p, study_uid);
+    dweb_view_slot *slot = &svc->views[key % DWEB_AUDIT_VIEW_SLOTS];
+    struct timespec ts;
+    bool fresh;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    pthread_mutex_lock(&svc->lock);
+    fresh = slot->key != key || ts.tv_sec - slot->at_s >= DWEB_AUDIT_VIEW_WINDOW_S;
+    if (fresh) {
+        slot->key = key;
+        slot->at_s = ts.tv_sec;
+    }
+    pthread_mutex_unlock(&svc->lock);
+    return fresh;
+}
+
+int dweb_study_gate(dweb_service *svc, const http_request *req, const char *study_uid,
+                    audit_event event, const char *type, dweb_audit_mode mode,
+                    dweb_study_access *acc, const char **why)
+{
+    const principal *p;
+    index_term term = { "StudyInstanceUID", study_uid };
+    index_query_spec spec;
+    gate_row g;
+    audit_record r;
+
+    if (acc != NULL)
+        memset(acc, 0, sizeof *acc);
+    if (svc->cfg.api == NULL)
+        return 0;
+    p = api_principal(req);
+    if (p == NULL) {
+        *why = "authentication required";
+        return 401;
+    }
+    /* Refusing a role that reads no study at all tells nothing about this one. */
+    if (!policy_allows(p, POLICY_STUDY_READ)) {
+        *why = "studies.read is needed";
+        return 403;
+    }
+
+    memset(&g, 0, sizeof g);
+    memset(&spec, 0, sizeof spec);
+    spec.level = INDEX_LEVEL_STUDY;
+    spec.terms = &term;
+    spec.term_count = 1;
+    spec.limit = 1;
+    if (index_query(svc->cfg.idx, &spec, gate_on_row, &g, NULL) != CP_OK) {
+        *why = "the index query failed";
+        return 500;
+    }
+    if (!g.found || !dweb_visible(p, g.institution_id, g.modalities)) {
+        *why = "no such study";
+        return 404;
+    }
+    if (acc != NULL) {
+        acc->institution_id = g.institution_id;
+        memcpy(acc->patient_id, g.patient_id, sizeof acc->patient_id);
+    }
+
+    if (mode == DWEB_AUDIT_NONE ||
+        (mode == DWEB_AUDIT_THROTTLED && !view_is_new(svc, p, study_uid)))
+        return 0;
+    memset(&r, 0, sizeof r);
+    r.event = event;
+    r.action = AUDIT_READ;
+    r.outcome = AUDIT_SUCCESS;
+    snprintf(r.type, sizeof r.type, "%s", type);
+    snprintf(r.object_kind, sizeof r.object_kind, "study");
+    snprintf(r.object_id, sizeof r.object_id, "%s", study_uid);
+    memcpy(r.patient_id, g.patient_id, sizeof r.patient_id < sizeof g.patient_id
+                                       ? sizeof r.patient_id : sizeof g.patient_id);
+    r.patient_id[sizeof r.patient_id - 1] = '\0';
+    r.institution_id = g.institution_id;
+    dweb_audit(svc, req, &r);
+    return 0;
 }
 
 /* --- a dcm_source over a blob ------------------------------------------------ */

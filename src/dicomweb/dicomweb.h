@@ -11,10 +11,14 @@
 #ifndef CP_DICOMWEB_H
 #define CP_DICOMWEB_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
+#include "api/api.h"
 #include "archive/archive.h"
+#include "auth/audit.h"
+#include "auth/policy.h"
 #include "core/buf.h"
 #include "core/status.h"
 #include "dicom/io.h"
@@ -32,6 +36,13 @@ typedef struct dweb_config {
     archive *arc;       /* STOW-RS goes through its ingest pipeline */
     index_db *idx;      /* searches, and where WADO-RS finds the instances */
     store *st;          /* the blobs WADO-RS streams */
+    /*
+     * Added: who asks. Every route then needs the principal that
+     * api_authenticate attaches, answers only what the policy lets it see
+     * and writes the audit trail through api_audit. NULL: no identity at
+     * all (unit tests), every study visible and nothing audited.
+     */
+    api_service *api;
 } dweb_config;
 
 typedef struct dweb_service dweb_service;
@@ -76,6 +87,49 @@ void dweb_cache_put(dweb_service *svc, const char *etag, uint8_t *data, size_t l
 
 /* Whether s is a plausible UID (PS3.5 9.1): digits and dots, 1 to 64 bytes. */
 bool dweb_uid_is_valid(const char *s);
+
+/* --- who asks (added) ------------------------------------------------------ */
+
+/* How dweb_study_gate records a look at a study in the audit trail. */
+typedef enum dweb_audit_mode {
+    DWEB_AUDIT_NONE,            /* the caller records it itself */
+    DWEB_AUDIT_EACH,            /* one record per request */
+    /*
+     * At most one record per (session or token, study) per
+     * DWEB_AUDIT_VIEW_WINDOW_S: frames, rendered pictures, thumbnails.
+     */
+    DWEB_AUDIT_THROTTLED,
+} dweb_audit_mode;
+
+/* What dweb_study_gate found out about the study. */
+typedef struct dweb_study_access {
+    int64_t institution_id;
+    char patient_id[INDEX_LO_MAX + 1];
+} dweb_study_access;
+
+/*
+ * Whether the request's principal may see study_uid: 0, after recording
+ * the access as `event` of `type` ("wado", "frames", ...) the way `mode`
+ * says, or the HTTP status to answer with (*why says why): 404 for a study
+ * that does not exist and, alike, for one the principal may not see, so
+ * that an answer never tells that a hidden study exists; 401 without a
+ * principal; 403 for one without studies.read; 500 when the index fails. Without an API (dweb_config.api
+ * NULL) every study is visible and nothing is recorded. acc may be NULL.
+ */
+int dweb_study_gate(dweb_service *svc, const http_request *req, const char *study_uid,
+                    audit_event event, const char *type, dweb_audit_mode mode,
+                    dweb_study_access *acc, const char **why);
+
+/*
+ * Whether the principal may see a study of institution_id whose
+ * modalities are listed in `modalities` ("CR\\CT", "" unknown): visible
+ * when one of them is. The service principal and a NULL principal (no API)
+ * see everything.
+ */
+bool dweb_visible(const principal *p, int64_t institution_id, const char *modalities);
+
+/* Records r through the API (actor and session from the request); no API: nothing. */
+void dweb_audit(dweb_service *svc, const http_request *req, audit_record *r);
 
 /*
  * Opens the blob under key as a dcm_source (with pread) that owns its

@@ -8,6 +8,11 @@
  * directly from the row's fields with the tags in ascending order (F.2.1).
  * A search with no match answers 200 with an empty array: CP-2473 brings
  * PS3.18 8.3.4.4.1 back to 200, as RFC 9110 15.3.5 forbids a 204 body.
+ *
+ * A search is limited to the institutions the principal sees (policy.h);
+ * rows a contract's modality limit hides are dropped after the index, with
+ * limit and offset then counted over what is left. Each search is one
+ * Query record in the audit trail (PS3.15 A.5.3.7), patient names left out.
  */
 #include "dicomweb/qido.h"
 
@@ -447,6 +452,8 @@ cp_status dweb_qido_row_json(const dweb_qido *q, const index_row *row, const cha
 
 typedef struct qido_run {
     const dweb_qido *q;
+    const principal *p;         /* rows it may not see are dropped; NULL: none */
+    uint64_t skip;              /* visible rows still to skip (the offset) */
     const char *root;
     cp_buf body;
     uint64_t rows;
@@ -460,6 +467,16 @@ static cp_status on_row(void *ctx, const index_row *row)
     qido_run *run = ctx;
     cp_status st;
 
+    /* The scope limited the institutions; contracts may limit modalities. */
+    if (run->p != NULL &&
+        !dweb_visible(run->p, row->institution_id, row->level == INDEX_LEVEL_STUDY
+                                                    ? row->modalities_in_study
+                                                    : row->rec.series.modality))
+        return CP_OK;
+    if (run->skip > 0) {
+        run->skip--;
+        return CP_OK;
+    }
     if (run->rows == run->cap) {
         run->more = true;
         return CP_ERR_STOPPED;
@@ -522,20 +539,97 @@ static cp_status respond_rows(http_request *req, qido_run *run, const dweb_qido 
     return http_respond_buffer(req, 200, DWEB_DICOM_JSON, run->body.data, run->body.len);
 }
 
+/*
+ * The query string for the audit record (PS3.15 A.5.3.7 Query), with
+ * patient names left out: a record identifies patients by ID only.
+ */
+static void query_text(const dweb_param *params, size_t count, char *out, size_t cap)
+{
+    size_t n = 0;
+
+    out[0] = '\0';
+    for (size_t i = 0; i < count && n + 1 < cap; i++) {
+        bool name = strcmp(params[i].name, "PatientName") == 0 ||
+                    strcmp(params[i].name, "00100010") == 0;
+        int w = snprintf(out + n, cap - n, "%s%s=%s", i == 0 ? "" : "&", params[i].name,
+                         name ? "(name)" : params[i].value);
+
+        if (w < 0)
+            break;
+        n += (size_t)w < cap - n ? (size_t)w : cap - n - 1;
+    }
+}
+
+static void record_query(dweb_service *svc, http_request *req, const dweb_param *params,
+                         size_t count, bool ok)
+{
+    audit_record r;
+    cp_buf detail = CP_BUF_INIT;
+
+    memset(&r, 0, sizeof r);
+    r.event = AUDIT_QUERY;
+    r.action = AUDIT_EXECUTE;
+    r.outcome = ok ? AUDIT_SUCCESS : AUDIT_MINOR_FAILURE;
+    snprintf(r.type, sizeof r.type, "qido");
+    snprintf(r.object_kind, sizeof r.object_kind, "query");
+    query_text(params, count, r.object_id,
+               sizeof r.object_id < DWEB_AUDIT_QUERY_MAX + 1 ? sizeof r.object_id
+                                                             : DWEB_AUDIT_QUERY_MAX + 1);
+    if (cp_buf_append_str(&detail, "{\"path\":") == CP_OK &&
+        dweb_json_string(&detail, http_request_path(req)) == CP_OK &&
+        cp_buf_append_str(&detail, "}") == CP_OK && detail.len < sizeof r.detail)
+        memcpy(r.detail, detail.data, detail.len);
+    cp_buf_free(&detail);
+    dweb_audit(svc, req, &r);
+}
+
+/*
+ * Limits spec to the institutions the principal sees; *ids (cp_free) holds
+ * them. Whether rows must then be filtered by modality (contracts).
+ */
+static cp_status limit_scope(const principal *p, index_query_spec *spec, int64_t **ids,
+                             bool *filter)
+{
+    bool all = false;
+    size_t n = 0;
+
+    *filter = false;
+    if (p == NULL)
+        return CP_OK;
+    *ids = cp_calloc(p->grant_count + 1, sizeof **ids);
+    if (*ids == NULL)
+        return CP_ERR_NOMEM;
+    policy_query_scope(p, &all, *ids, p->grant_count + 1, &n);
+    if (all)
+        return CP_OK;
+    spec->institutions = *ids;
+    spec->institution_count = n;
+    for (size_t i = 0; i < p->grant_count; i++)
+        *filter = *filter || p->grants[i].modalities[0] != '\0';
+    return CP_OK;
+}
+
 cp_status dweb_qido_handle(http_request *req, void *ctx)
 {
     const dweb_config *cfg = dweb_service_config(ctx);
+    const principal *p = cfg->api != NULL ? api_principal(req) : NULL;
     dweb_param *params = NULL;
     dweb_qido *q = NULL;
+    int64_t *ids = NULL;
     qido_run run;
     index_query_spec spec;
     char root[DWEB_URL_MAX];
     size_t count = 0;
+    bool filter = false;
     cp_error err;
     cp_status st;
 
     cp_error_clear(&err);
     memset(&run, 0, sizeof run);
+    if (cfg->api != NULL && p == NULL)
+        return http_respond_error(req, 401, "authentication required");
+    if (p != NULL && !policy_allows(p, POLICY_STUDY_READ))
+        return http_respond_error(req, 403, "studies.read is needed");
     params = cp_calloc(HTTP_QUERY_PARAMS_MAX, sizeof *params);
     q = cp_malloc(sizeof *q);
     if (params == NULL || q == NULL) {
@@ -564,9 +658,21 @@ cp_status dweb_qido_handle(http_request *req, void *ctx)
     spec.offset = q->offset;
     run.q = q;
     run.root = root;
+    if (limit_scope(p, &spec, &ids, &filter) != CP_OK) {
+        st = http_respond_error(req, 503, "out of memory");
+        goto done;
+    }
+    if (filter) {
+        /* Rows are dropped after the index: page over what is visible. */
+        run.p = p;
+        run.skip = q->offset;
+        spec.limit = 0;
+        spec.offset = 0;
+    }
     st = cp_buf_append_str(&run.body, "[");
     if (st == CP_OK)
         st = index_query(cfg->idx, &spec, on_row, &run, &err);
+    record_query(ctx, req, params, count, st == CP_OK || st == CP_ERR_STOPPED);
     if (st == CP_ERR_INVALID || st == CP_ERR_UNSUPPORTED)
         st = http_respond_error(req, 400, err.detail[0] != '\0' ? err.detail
                                                                 : "bad matching value");
@@ -578,6 +684,7 @@ cp_status dweb_qido_handle(http_request *req, void *ctx)
 
 done:
     cp_buf_free(&run.body);
+    cp_free(ids);
     cp_free(q);
     cp_free(params);
     return st;

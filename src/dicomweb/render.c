@@ -16,6 +16,9 @@
  * {w}x{h}-{q}.{ext}, where {hash} begins the instance's content hash from
  * the index: a replaced instance has another hash, so a stale thumbnail is
  * never served, and the ETag carries the same hash for If-None-Match.
+ *
+ * Both first pass dweb_study_gate (a hidden study is 404), which records a
+ * session's looks at a study at most once per DWEB_AUDIT_VIEW_WINDOW_S.
  */
 #include "dicomweb/render.h"
 
@@ -403,10 +406,15 @@ static cp_status on_row(void *ctx, const index_row *row)
     return CP_OK;
 }
 
-/* The instances the path names; 0 or the HTTP status to answer with. */
-static int find_items(http_request *req, const dweb_config *cfg, render_list *out,
+/*
+ * The instances the path names, once the principal is found to see the
+ * study (a viewer's look recorded at most once a while); 0 or the HTTP
+ * status to answer with.
+ */
+static int find_items(http_request *req, dweb_service *svc, render_list *out,
                       const char **why)
 {
+    const dweb_config *cfg = dweb_service_config(svc);
     const char *names[] = { "study", "series", "instance" };
     const char *attrs[] = { "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID" };
     index_term terms[3];
@@ -426,6 +434,13 @@ static int find_items(http_request *req, const dweb_config *cfg, render_list *ou
         terms[n].attribute = attrs[i];
         terms[n].value = v;
         n++;
+    }
+    if (n > 0 && strcmp(terms[0].attribute, "StudyInstanceUID") == 0) {
+        int status = dweb_study_gate(svc, req, terms[0].value, AUDIT_INSTANCES_ACCESSED,
+                                     "rendered", DWEB_AUDIT_THROTTLED, NULL, why);
+
+        if (status != 0)
+            return status;
     }
     memset(&spec, 0, sizeof spec);
     spec.level = INDEX_LEVEL_INSTANCE;
@@ -626,7 +641,7 @@ cp_status dweb_render_rendered(http_request *req, void *ctx)
         if (dweb_wado_parse_frames(frames, numbers, DWEB_FRAMES_MAX, &count) != CP_OK)
             goto fail;
     }
-    if ((status = find_items(req, cfg, &s->list, &why)) != 0)
+    if ((status = find_items(req, ctx, &s->list, &why)) != 0)
         goto fail;
 
     if (http_request_param(req, "instance") != NULL) {
@@ -758,7 +773,7 @@ cp_status dweb_render_thumbnail(http_request *req, void *ctx)
         if (dweb_wado_parse_frames(frames, &frame, 1, &count) != CP_OK)
             goto fail;
     }
-    if ((status = find_items(req, cfg, &list, &why)) != 0)
+    if ((status = find_items(req, ctx, &list, &why)) != 0)
         goto fail;
 
     /* The first instance that renders stands for a series or a study. */

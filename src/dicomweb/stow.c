@@ -11,6 +11,11 @@
  * (PS3.18 Annex I) in the DICOM JSON model, with the status of Table
  * 10.5.3-1: 200 all stored, 202 some, 409 none, 400 a body that is not
  * multipart, 415 another media type.
+ *
+ * Storing needs studies.store (policy.h); the instances become the
+ * principal's institution's (archive_source_info.institution_id), and each
+ * study that received some is one Import record in the audit trail
+ * (PS3.15 A.5.3.5).
  */
 #include "dicomweb/stow.h"
 
@@ -44,6 +49,8 @@ typedef enum {
 
 typedef struct stow_request {
     archive *arc;
+    dweb_service *svc;
+    int64_t institution_id;         /* the principal's: what it stores is its own */
     const char *study;              /* the path's study, or NULL */
     http_multipart_reader *reader;
     cp_status body_status;          /* the first failure of the body, sticky */
@@ -175,6 +182,7 @@ static cp_status start_ingest(stow_request *r)
 
     memset(&info, 0, sizeof info);
     info.source = "stow";
+    info.institution_id = r->institution_id;
     if (archive_ingest_begin(r->arc, &info, &r->ingest) != CP_OK)
         return CP_ERR_NOMEM;
     r->state = PART_INGESTING;
@@ -366,6 +374,30 @@ static const char *common_study(const stow_request *r)
     return study;
 }
 
+/* One Import record (PS3.15 A.5.3.5) per study that received instances. */
+static void audit_import(const stow_request *r, http_request *req)
+{
+    for (size_t i = 0; i < r->count; i++) {
+        const dweb_stow_item *it = &r->items[i];
+        bool seen = false;
+        audit_record rec;
+
+        for (size_t j = 0; j < i && !seen; j++)
+            seen = r->items[j].stored && strcmp(r->items[j].study_uid, it->study_uid) == 0;
+        if (!it->stored || seen)
+            continue;
+        memset(&rec, 0, sizeof rec);
+        rec.event = AUDIT_IMPORT;
+        rec.action = AUDIT_CREATE;
+        rec.outcome = AUDIT_SUCCESS;
+        snprintf(rec.type, sizeof rec.type, "stow");
+        snprintf(rec.object_kind, sizeof rec.object_kind, "study");
+        snprintf(rec.object_id, sizeof rec.object_id, "%s", it->study_uid);
+        rec.institution_id = r->institution_id;
+        dweb_audit(r->svc, req, &rec);
+    }
+}
+
 static cp_status on_complete(http_request *req, void *ctx)
 {
     stow_request *r = ctx;
@@ -389,6 +421,7 @@ static cp_status on_complete(http_request *req, void *ctx)
     if (dweb_root_url(req, root, sizeof root) != CP_OK)
         return http_respond_error(req, 400, "the Host header is too long");
 
+    audit_import(r, req);
     status = dweb_stow_status(r->items, r->count);
     st = dweb_stow_response_json(r->items, r->count, root, common_study(r), &body);
     if (st == CP_OK)
@@ -402,6 +435,7 @@ static cp_status on_complete(http_request *req, void *ctx)
 cp_status dweb_stow_handle(http_request *req, void *ctx)
 {
     const dweb_config *cfg = dweb_service_config(ctx);
+    const principal *p = cfg->api != NULL ? api_principal(req) : NULL;
     const char *ctype = http_request_header(req, "Content-Type");
     const char *study = http_request_param(req, "study");
     http_multipart_callbacks cb = { on_part_begin, on_part_data, on_part_end };
@@ -421,11 +455,17 @@ cp_status dweb_stow_handle(http_request *req, void *ctx)
         return http_respond_error(req, 400, "the Content-Type has no usable boundary");
     if (study != NULL && !dweb_uid_is_valid(study))
         return http_respond_error(req, 400, "the path holds an invalid UID");
+    if (cfg->api != NULL && p == NULL)
+        return http_respond_error(req, 401, "authentication required");
+    if (p != NULL && !policy_allows(p, POLICY_STUDY_STORE))
+        return http_respond_error(req, 403, "studies.store is needed");
 
     r = cp_calloc(1, sizeof *r);
     if (r == NULL)
         return http_respond_error(req, 503, "out of memory");
     r->arc = cfg->arc;
+    r->svc = ctx;
+    r->institution_id = p != NULL ? p->institution_id : 0;
     r->study = study;
     cp_buf_init(&r->peek);
     if (http_multipart_reader_create(boundary, NULL, &cb, r, &r->reader, NULL) != CP_OK) {

@@ -18,6 +18,11 @@
  * native bytes when Explicit VR Little Endian or no syntax is asked for
  * (8.7.3.5.2), and 8-bit frames are sent as JPEG baseline for image/jpeg.
  *
+ * Every retrieval first asks dweb_study_gate whether the principal sees the
+ * study (a hidden one is 404, as a missing one) and records the look:
+ * instances, series and metadata one record each (a whole study as an
+ * Export), frames and bulk data at most once a while per session.
+ *
  * Metadata (10.4.1.1.2) is the DICOM JSON of each instance, read without
  * loading values past the bulk data threshold; binary values above
  * WADO_INLINE_MAX become BulkDataURIs {instance}/bulkdata/{offset}-{length},
@@ -146,14 +151,23 @@ static cp_status on_instance(void *ctx, const index_row *row)
     return CP_OK;
 }
 
+/* How a handler's look at the study is recorded (dweb_study_gate). */
+typedef struct wado_audit {
+    audit_event event;
+    const char *type;
+    dweb_audit_mode mode;
+} wado_audit;
+
 /*
- * The instances the path names, in the order they were indexed. An error
- * response is sent here (400 for a bad UID, 404 for none) and *answered
- * set, so that the caller only returns.
+ * The instances the path names, in the order they were indexed, once the
+ * principal is found to see the study (the look recorded as `how` says).
+ * An error response is sent here (400 for a bad UID, 404 for none or a
+ * hidden study) and *answered set, so that the caller only returns.
  */
-static cp_status find_instances(http_request *req, const dweb_config *cfg, wado_list *out,
-                                bool *answered)
+static cp_status find_instances(http_request *req, dweb_service *svc, wado_list *out,
+                                const wado_audit *how, bool *answered)
 {
+    const dweb_config *cfg = dweb_service_config(svc);
     const char *names[] = { "study", "series", "instance" };
     const char *attrs[] = { "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID" };
     index_term terms[3];
@@ -174,6 +188,16 @@ static cp_status find_instances(http_request *req, const dweb_config *cfg, wado_
         terms[n].attribute = attrs[i];
         terms[n].value = v;
         n++;
+    }
+    if (n > 0 && strcmp(terms[0].attribute, "StudyInstanceUID") == 0) {
+        const char *why = "";
+        int status = dweb_study_gate(svc, req, terms[0].value, how->event, how->type,
+                                     how->mode, NULL, &why);
+
+        if (status != 0) {
+            *answered = true;
+            return http_respond_error(req, status, why);
+        }
     }
     memset(&spec, 0, sizeof spec);
     spec.level = INDEX_LEVEL_INSTANCE;
@@ -591,8 +615,8 @@ static bool negotiate(http_request *req, const char *media, const char *type,
 
 cp_status dweb_wado_retrieve(http_request *req, void *ctx)
 {
-    const dweb_config *cfg = dweb_service_config(ctx);
     wado_stream *s = stream_new(WADO_RETRIEVE, ctx);
+    wado_audit how = { AUDIT_INSTANCES_ACCESSED, "wado", DWEB_AUDIT_EACH };
     char asked[HTTP_TS_MAX];
     bool answered;
     cp_status st;
@@ -604,7 +628,10 @@ cp_status dweb_wado_retrieve(http_request *req, void *ctx)
         return http_respond_error(req, 406, "only multipart/related; "
                                   "type=\"application/dicom\" is offered");
     }
-    st = find_instances(req, cfg, &s->list, &answered);
+    /* A whole study is what leaves the archive as an export. */
+    how.event = http_request_param(req, "series") == NULL ? AUDIT_EXPORT
+                                                          : AUDIT_INSTANCES_ACCESSED;
+    st = find_instances(req, ctx, &s->list, &how, &answered);
     if (answered) {
         stream_free(s);
         return st;
@@ -645,7 +672,7 @@ static void metadata_etag(const wado_stream *s, char *out, size_t cap)
 
 cp_status dweb_wado_metadata(http_request *req, void *ctx)
 {
-    const dweb_config *cfg = dweb_service_config(ctx);
+    static const wado_audit how = { AUDIT_INSTANCES_ACCESSED, "metadata", DWEB_AUDIT_EACH };
     wado_stream *s = stream_new(WADO_METADATA, ctx);
     const char *inm = http_request_header(req, "If-None-Match");
     char asked[HTTP_TS_MAX];
@@ -658,7 +685,7 @@ cp_status dweb_wado_metadata(http_request *req, void *ctx)
         stream_free(s);
         return http_respond_error(req, 406, "only application/dicom+json is offered");
     }
-    st = find_instances(req, cfg, &s->list, &answered);
+    st = find_instances(req, ctx, &s->list, &how, &answered);
     if (answered || dweb_root_url(req, s->root, sizeof s->root) != CP_OK) {
         stream_free(s);
         return answered ? st : http_respond_error(req, 400, "the Host header is too long");
@@ -798,7 +825,8 @@ static int negotiate_frames(http_request *req, char *asked, size_t cap)
 
 cp_status dweb_wado_frames(http_request *req, void *ctx)
 {
-    const dweb_config *cfg = dweb_service_config(ctx);
+    static const wado_audit how = { AUDIT_INSTANCES_ACCESSED, "frames",
+                                    DWEB_AUDIT_THROTTLED };
     wado_stream *s = stream_new(WADO_FRAMES, ctx);
     char asked[HTTP_TS_MAX];
     char type[HTTP_MEDIA_MAX + HTTP_TS_MAX + 32];
@@ -824,7 +852,7 @@ cp_status dweb_wado_frames(http_request *req, void *ctx)
                                   "type=\"image/jpeg\" is offered");
     }
     s->jpeg_frames = offer == 1;
-    st = find_instances(req, cfg, &s->list, &answered);
+    st = find_instances(req, ctx, &s->list, &how, &answered);
     if (answered) {
         stream_free(s);
         return st;
@@ -848,6 +876,8 @@ cp_status dweb_wado_frames(http_request *req, void *ctx)
 
 cp_status dweb_wado_bulkdata(http_request *req, void *ctx)
 {
+    static const wado_audit how = { AUDIT_INSTANCES_ACCESSED, "bulkdata",
+                                    DWEB_AUDIT_THROTTLED };
     const dweb_config *cfg = dweb_service_config(ctx);
     wado_stream *s = stream_new(WADO_BULK, ctx);
     const char *path = http_request_path(req);
@@ -876,7 +906,7 @@ cp_status dweb_wado_bulkdata(http_request *req, void *ctx)
         stream_free(s);
         return http_respond_error(req, *end != '\0' ? 404 : 406, "no such bulk data");
     }
-    st = find_instances(req, cfg, &s->list, &answered);
+    st = find_instances(req, ctx, &s->list, &how, &answered);
     if (answered) {
         stream_free(s);
         return st;

@@ -13,6 +13,10 @@
  * stored, any other 406. Annotation and
  * presentation state parameters are not supported and answer 400, rather
  * than a picture the client did not ask for.
+ *
+ * The study is checked with dweb_study_gate first (a hidden one is 404): a
+ * Part 10 file is recorded as accessed every time, a picture at most once
+ * a while per session, as a viewer asks for many.
  */
 #include "dicomweb/wado_uri.h"
 
@@ -318,6 +322,12 @@ cp_status dweb_wado_uri_handle(http_request *req, void *ctx)
     if (media < 0)
         return http_respond_error(req, 406, "contentType must be image/jpeg, image/png "
                                   "or application/dicom");
+
+    /* The whole instance is a retrieval; a picture is a viewer's look. */
+    status = dweb_study_gate(ctx, req, terms[0].value, AUDIT_INSTANCES_ACCESSED, "wado-uri",
+                             dicom ? DWEB_AUDIT_EACH : DWEB_AUDIT_THROTTLED, NULL, &why);
+    if (status != 0)
+        return http_respond_error(req, status, why);
 
     memset(&it, 0, sizeof it);
     memset(&spec, 0, sizeof spec);

@@ -214,12 +214,15 @@ cp_status http_static_register(http_server *srv, const http_static_config *cfg,
 {
     http_static *st;
     size_t plen;
-    bool ok = true;
+    bool ok = true, root_prefix;
     cp_status rc;
 
     *out = NULL;
-    if (!cfg->prefix || cfg->prefix[0] != '/' || strlen(cfg->prefix) < 2 ||
-        cfg->prefix[strlen(cfg->prefix) - 1] == '/')
+    /* "/" alone is the root (the console): its files are every path left. */
+    root_prefix = cfg->prefix && strcmp(cfg->prefix, "/") == 0;
+    if (!cfg->prefix || cfg->prefix[0] != '/' ||
+        (!root_prefix && (strlen(cfg->prefix) < 2 ||
+                          cfg->prefix[strlen(cfg->prefix) - 1] == '/')))
         return cp_error_set(err, CP_ERR_INVALID, CP_ERROR_NO_OFFSET, CP_ERROR_NO_TAG,
                             "static prefix must start, and not end, with '/'");
     st = cp_calloc(1, sizeof *st);
@@ -227,8 +230,8 @@ cp_status http_static_register(http_server *srv, const http_static_config *cfg,
         return cp_error_set(err, CP_ERR_NOMEM, CP_ERROR_NO_OFFSET, CP_ERROR_NO_TAG,
                             "out of memory");
 
-    plen = strlen(cfg->prefix);
-    st->prefix = dup_opt(cfg->prefix, &ok);
+    plen = root_prefix ? 0 : strlen(cfg->prefix);
+    st->prefix = dup_opt(root_prefix ? "" : cfg->prefix, &ok);
     st->root = dup_opt(cfg->root, &ok);
     st->fallback = dup_opt(cfg->fallback, &ok);
     st->missing = dup_opt(cfg->missing ? cfg->missing : "not installed", &ok);

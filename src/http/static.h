@@ -15,7 +15,8 @@
 #include "http/http.h"
 
 typedef struct http_static_config {
-    const char *prefix;     /* "/viewer": serves "/viewer", "/viewer/" and below */
+    const char *prefix;     /* "/viewer": serves "/viewer", "/viewer/" and below;
+                             * "/" (added): every path no earlier route took */
     const char *root;       /* the directory; NULL: not installed, 404 with `missing` */
     const char *fallback;   /* file for paths without one ("index.html"); NULL: 404 */
     const char *missing;    /* the 404 message when root is NULL */

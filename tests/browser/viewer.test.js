@@ -11,6 +11,9 @@
 //   VIEWER_TIMEOUT_MS  how long the image may take (default 90000)
 //   TRANSFER_SYNTAX    when set, the frames must come in this syntax (the
 //                      viewer decoding them itself, in the browser)
+//   VIEWER_USER, VIEWER_PASSWORD  when set, the page first signs in with
+//                      POST /api/session, whose cookie then carries the
+//                      viewer's DICOMweb requests
 'use strict';
 
 const assert = require('node:assert/strict');
@@ -103,6 +106,15 @@ test('the viewer draws the stored study', { timeout: timeout + 60000 }, async ()
         logs.push(`http ${r.status()} ${r.url()}`);
     });
 
+    if (process.env.VIEWER_USER) {
+      // The page's request context shares the browser context's cookies.
+      const origin = new URL(url).origin;
+      const login = await page.request.post(origin + '/api/session', {
+        data: { username: process.env.VIEWER_USER, password: process.env.VIEWER_PASSWORD },
+        headers: { 'X-Requested-With': 'cloudpacs' },
+      });
+      assert.equal(login.status(), 200, `sign-in: ${login.status()} ${await login.text()}`);
+    }
     await page.goto(url, { waitUntil: 'domcontentloaded', timeout });
     assert.equal(await page.evaluate(() => window.crossOriginIsolated), true,
       'the viewer page is not cross-origin isolated (COOP/COEP)');

@@ -35,6 +35,52 @@ SANITIZER_MARKERS = ("AddressSanitizer", "LeakSanitizer", "UndefinedBehaviorSani
 TAG_RE = re.compile(r"\([0-9A-Fa-f]{4},[0-9A-Fa-f]{4}\)")
 RUN_TIMEOUT = 60
 
+# The service token the web tests give `cloudpacs serve` (CLOUDPACS_HTTP_TOKEN):
+# every web route but the static files, POST /api/session and /api/health
+# needs a principal, and this one has every right.
+SERVICE_TOKEN = "cloudpacs-test-service-token-7Jq2xW9v"
+
+
+def bearer(token=SERVICE_TOKEN):
+    """The Authorization header for a token."""
+    return {"Authorization": "Bearer " + token}
+
+
+def api_call(base, method, path, body=None, token=SERVICE_TOKEN, headers=None):
+    """(status, parsed JSON or None, headers) of a REST API call (docs/api.md).
+
+    base is "http://host:port"; token None sends no Authorization.
+    """
+    import json
+    import urllib.error
+    import urllib.request
+
+    hdrs = dict(headers or {})
+    if token is not None:
+        hdrs.update(bearer(token))
+    data = None
+    if body is not None:
+        data = json.dumps(body).encode()
+        hdrs["Content-Type"] = "application/json"
+    req = urllib.request.Request(base + path, data=data, headers=hdrs, method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            status, raw, rh = r.status, r.read(), r.headers
+    except urllib.error.HTTPError as e:
+        status, raw, rh = e.code, e.read(), e.headers
+    try:
+        parsed = json.loads(raw) if raw else None
+    except ValueError:
+        parsed = None
+    return status, parsed, rh
+
+
+def api_ok(base, method, path, body=None, token=SERVICE_TOKEN, want=(200, 201, 204)):
+    """api_call that must succeed; returns the parsed answer."""
+    status, parsed, _ = api_call(base, method, path, body, token)
+    assert status in want, "%s %s: %d %r" % (method, path, status, parsed)
+    return parsed
+
 
 def find_cloudpacs():
     """The path of the binary, or None with the places looked at."""

@@ -22,7 +22,7 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from conftest import PYDICOM_DATA
+from conftest import PYDICOM_DATA, SERVICE_TOKEN, bearer
 
 TEST_FILES = PYDICOM_DATA / "test_files"
 # Distinct SOP Instance UIDs; a mix of syntaxes: explicit and implicit VR,
@@ -50,6 +50,7 @@ class WebServer:
             "CLOUDPACS_DICOM_PORT": str(self.dicom_port),
             "CLOUDPACS_HTTP_PORT": str(self.http_port),
             "CLOUDPACS_DATA_DIR": str(Path(tmp) / "data"),
+            "CLOUDPACS_HTTP_TOKEN": SERVICE_TOKEN,
         })
         self.err = open(self.log, "wb")
         self.proc = subprocess.Popen([str(binary), "serve", "--services", "dicom,web"],
@@ -98,8 +99,17 @@ def web(cloudpacs_bin, tmp_path_factory):
 # --- HTTP helpers ---------------------------------------------------------------
 
 def request(url, data=None, headers=None, method=None):
-    """(status, headers, body bytes), whatever the status."""
-    req = urllib.request.Request(url, data=data, headers=headers or {}, method=method)
+    """(status, headers, body bytes), whatever the status.
+
+    Sent with the service token unless headers carry an Authorization of
+    their own (None as its value: none at all).
+    """
+    headers = dict(headers or {})
+    if "Authorization" not in headers:
+        headers.update(bearer())
+    elif headers["Authorization"] is None:
+        del headers["Authorization"]
+    req = urllib.request.Request(url, data=data, headers=headers, method=method)
     try:
         with urllib.request.urlopen(req, timeout=60) as r:
             return r.status, r.headers, r.read()
@@ -480,7 +490,8 @@ def test_dicomweb_client_node(web, stored):
     proc = subprocess.run(["node", str(NODE_DIR / "dicomweb_client_test.js"), web.base,
                            str(TEST_FILES / name), ds.StudyInstanceUID, ds.SeriesInstanceUID,
                            ds.SOPInstanceUID, ds.PatientID],
-                          capture_output=True, timeout=120)
+                          capture_output=True, timeout=120,
+                          env=dict(os.environ, DICOMWEB_TOKEN=SERVICE_TOKEN))
     assert proc.returncode == 0, proc.stderr.decode(errors="replace")[-3000:]
     assert json.loads(proc.stdout)["ok"] is True
     assert_alive(web)

@@ -9,6 +9,12 @@ playwright-core) and check that the viewport's canvas holds the image. OHIF
 decodes the compressed frames itself, in the browser, from the frames that
 WADO-RS returns as stored.
 
+The server has a service token; the module makes an institution, a
+technician of it and an API token of it through the REST API, stores with
+that token (so the studies are the institution's) and the browser signs in
+as the technician with POST /api/session from the page, whose cookie then
+carries the viewer's DICOMweb requests.
+
 Needs: Debian's chromium (scripts/deps.sh --test), node and npm (the
 browser test's playwright-core is installed here with `npm ci` when
 tests/browser/node_modules is missing), and the OHIF build (scripts/viewer.sh,
@@ -21,6 +27,7 @@ import signal
 import socket
 import subprocess
 import threading
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -28,7 +35,7 @@ import pydicom
 import pytest
 from pydicom.uid import generate_uid
 
-from conftest import PYDICOM_DATA, REPO_ROOT
+from conftest import PYDICOM_DATA, REPO_ROOT, SERVICE_TOKEN, api_ok, bearer
 
 BROWSER_DIR = REPO_ROOT / "tests" / "browser"
 VIEWER_DIR = REPO_ROOT / "web" / "viewer"
@@ -36,6 +43,8 @@ CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 CT_SMALL = PYDICOM_DATA / "test_files" / "CT_small.dcm"
 READY_TIMEOUT = 30
 BROWSER_TIMEOUT = 240
+VIEWER_USER = "viewer.tech"
+VIEWER_PASSWORD = "Viewer-test-1234"
 
 # name: (DCMTK command making the file from CT_small, or None; transfer syntax)
 CASES = {
@@ -63,6 +72,7 @@ class Server:
             "CLOUDPACS_HTTP_PORT": str(self.http_port),
             "CLOUDPACS_DATA_DIR": str(Path(tmp) / "data"),
             "CLOUDPACS_HTTP_VIEWER_DIR": str(VIEWER_DIR),
+            "CLOUDPACS_HTTP_TOKEN": SERVICE_TOKEN,
         })
         self.err = open(self.log, "wb")
         self.proc = subprocess.Popen([str(binary), "serve", "--services", "web"],
@@ -72,6 +82,21 @@ class Server:
         assert "DICOMweb at http://127.0.0.1:%d/dicom-web" % self.http_port in line, (
             "web service did not start: %r\n%s" % (line, self.log.read_text(errors="replace")))
         self.base = "http://127.0.0.1:%d" % self.http_port
+        self.store_token = None
+
+    def add_people(self):
+        """An institution, its technician (the browser's) and its API token."""
+        inst = api_ok(self.base, "POST", "/api/institutions",
+                      {"parent_id": 0, "kind": "hospital", "code": "VIEWERTEST",
+                       "name": "Viewer test hospital"})
+        api_ok(self.base, "POST", "/api/users",
+               {"username": VIEWER_USER, "display_name": "Viewer Tech",
+                "institution_id": inst["id"], "password": VIEWER_PASSWORD,
+                "roles": ["technician"]})
+        tok = api_ok(self.base, "POST", "/api/tokens",
+                     {"name": "viewer-test-gateway", "institution_id": inst["id"],
+                      "roles": ["technician"]})
+        self.store_token = tok["token"]
 
     def _read_line(self):
         box = []
@@ -127,6 +152,7 @@ def server(cloudpacs_bin, tmp_path_factory):
     require_browser()
     require_viewer()
     srv = Server(cloudpacs_bin, tmp_path_factory.mktemp("viewer"))
+    srv.add_people()
     yield srv
     assert srv.stop() == 0, srv.log.read_text(errors="replace")[-3000:]
 
@@ -153,14 +179,15 @@ def make_instance(case, tmp):
     return path, ds.StudyInstanceUID
 
 
-def stow(base, data):
+def stow(base, data, token):
     boundary = b"cloudpacs-viewer-test"
     body = (b"--" + boundary + b"\r\nContent-Type: application/dicom\r\n\r\n" + data +
             b"\r\n--" + boundary + b"--\r\n")
-    req = urllib.request.Request(
-        base + "/dicom-web/studies", data=body, method="POST",
-        headers={"Content-Type": 'multipart/related; type="application/dicom"; boundary='
-                 + boundary.decode()})
+    headers = {"Content-Type": 'multipart/related; type="application/dicom"; boundary='
+               + boundary.decode()}
+    headers.update(bearer(token))
+    req = urllib.request.Request(base + "/dicom-web/studies", data=body, method="POST",
+                                 headers=headers)
     with urllib.request.urlopen(req, timeout=30) as resp:
         return resp.status
 
@@ -176,8 +203,12 @@ def test_viewer_files(server):
     wasm = sorted(VIEWER_DIR.glob("*.wasm"))[0].name
     with urllib.request.urlopen(server.base + "/viewer/" + wasm, timeout=30) as resp:
         assert resp.headers["Content-Type"] == "application/wasm"
-    with urllib.request.urlopen(server.base + "/dicom-web/studies", timeout=30) as resp:
+    req = urllib.request.Request(server.base + "/dicom-web/studies", headers=bearer())
+    with urllib.request.urlopen(req, timeout=30) as resp:
         assert resp.headers["Cross-Origin-Resource-Policy"] == "same-origin"
+    with pytest.raises(urllib.error.HTTPError) as exc:
+        urllib.request.urlopen(server.base + "/dicom-web/studies", timeout=30)
+    assert exc.value.code == 401
     for path in ("/viewer/missing.js", "/viewer/%2e%2e/README.md", "/viewer/.cloudpacs-viewer"):
         with pytest.raises(urllib.error.HTTPError) as exc:
             urllib.request.urlopen(server.base + path, timeout=30)
@@ -187,13 +218,14 @@ def test_viewer_files(server):
 @pytest.mark.parametrize("case", list(CASES))
 def test_viewer_draws_study(server, case, tmp_path):
     path, study = make_instance(case, tmp_path)
-    assert stow(server.base, path.read_bytes()) == 200
+    assert stow(server.base, path.read_bytes(), server.store_token) == 200
 
     shot = tmp_path / ("viewer-%s.png" % case)
     env = dict(os.environ,
                VIEWER_URL="%s/viewer/?StudyInstanceUIDs=%s" % (server.base, study),
                SCREENSHOT=str(shot), CHROMIUM=CHROMIUM,
                VIEWER_LOG=str(tmp_path / "browser.log"),
+               VIEWER_USER=VIEWER_USER, VIEWER_PASSWORD=VIEWER_PASSWORD,
                VIEWER_TIMEOUT_MS=str(BROWSER_TIMEOUT * 1000 // 2),
                TRANSFER_SYNTAX=CASES[case][1])
     proc = subprocess.run(["node", "--test", "viewer.test.js"], cwd=BROWSER_DIR, env=env,

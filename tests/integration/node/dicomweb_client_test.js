@@ -16,7 +16,12 @@ function check(cond, what) {
 
 async function main() {
   const [base, file, study, series, sop, patientId] = process.argv.slice(2);
-  const client = new api.DICOMwebClient({ url: base });
+  // DICOMWEB_TOKEN: the bearer token cloudpacs wants (its service token).
+  const token = process.env.DICOMWEB_TOKEN;
+  const client = new api.DICOMwebClient({
+    url: base,
+    headers: token ? { Authorization: 'Bearer ' + token } : {},
+  });
   const bytes = fs.readFileSync(file);
   const data = bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.length);
 
