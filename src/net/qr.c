@@ -519,6 +519,86 @@ static void log_outcome(const scp_qr_call *call, uint16_t status, const char *ui
                  uid, detail);
 }
 
+/* --- authorisation and audit --- */
+
+/*
+ * Limits spec to what the association may see; false when it may see
+ * nothing at all, and the operation is then refused.
+ */
+static bool scope_query(const qr *q, scp_qr_call *call, index_query_spec *spec)
+{
+    const qr_auth *au = &q->cfg.auth;
+
+    if (au->scope == NULL)
+        return true;
+    return au->scope(au->ctx, scp_qr_identity(call), spec);
+}
+
+/*
+ * Whether a row may be shown. A study row is visible when one of its
+ * modalities is (ModalitiesInStudy is a backslash-separated list); lower
+ * levels go by their series' modality.
+ */
+static bool row_visible(const qr *q, scp_qr_call *call, const index_row *row)
+{
+    const qr_auth *au = &q->cfg.auth;
+    void *identity = scp_qr_identity(call);
+    const char *p = row->modalities_in_study;
+
+    if (au->visible == NULL)
+        return true;
+    if (row->level != INDEX_LEVEL_STUDY)
+        return au->visible(au->ctx, identity, row->institution_id, row->rec.series.modality);
+    if (*p == '\0')
+        return au->visible(au->ctx, identity, row->institution_id, "");
+    while (*p != '\0') {
+        char one[INDEX_CS_MAX + 1];
+        size_t n = strcspn(p, "\\");
+
+        snprintf(one, sizeof one, "%.*s", (int)(n < INDEX_CS_MAX ? n : INDEX_CS_MAX), p);
+        if (au->visible(au->ctx, identity, row->institution_id, one))
+            return true;
+        p += n;
+        if (*p == '\\')
+            p++;
+    }
+    return false;
+}
+
+static void audit_op(const qr *q, scp_qr_call *call, qr_audit_info *info)
+{
+    const qr_auth *au = &q->cfg.auth;
+
+    if (au->audit == NULL)
+        return;
+    info->command_field = scp_qr_command(call)->command_field;
+    info->calling_ae = scp_qr_calling_ae(call);
+    info->peer = scp_qr_peer(call);
+    if (info->move_destination == NULL)
+        info->move_destination = "";
+    au->audit(au->ctx, scp_qr_identity(call), info);
+}
+
+/*
+ * An association that may see no study at all: 0124H Refused: Not
+ * Authorized, the general failure of PS3.7 Annex C (C.5) that PS3.4
+ * C.4.1.1.4 and C.4.2.1.5 leave open to every C-FIND, C-MOVE and C-GET.
+ */
+static void refuse_unauthorised(const qr *q, scp_qr_call *call, const qr_query *query)
+{
+    bool retrieve = scp_qr_command(call)->command_field != DIMSE_C_FIND_RQ;
+    scp_qr_counts none = { retrieve, 0, 0, 0, 0 };
+    qr_audit_info info = { 0 };
+
+    scp_qr_respond(call, DIMSE_NOT_AUTHORIZED, &none, NULL, 0, "not authorized");
+    log_outcome(call, DIMSE_NOT_AUTHORIZED, "-", "not authorized");
+    info.query = query;
+    info.status = DIMSE_NOT_AUTHORIZED;
+    info.counts = retrieve ? &none : NULL;
+    info.move_destination = scp_qr_command(call)->move_destination;
+    audit_op(q, call, &info);
+}
+
 /* --- C-FIND --- */
 
 typedef struct find_state {
@@ -561,6 +641,8 @@ static cp_status on_find_row(void *ctx, const index_row *row)
     find_state *fs = ctx;
     const index_patient *p = &row->rec.patient;
 
+    if (!row_visible(fs->q, fs->call, row))
+        return CP_OK;
     if (fs->query->level != QR_LEVEL_PATIENT)
         return send_match(fs, row, 0);
 
@@ -599,6 +681,7 @@ static cp_status on_find_row(void *ctx, const index_row *row)
 static void serve_find(qr *q, scp_qr_call *call, const qr_query *query)
 {
     find_state fs;
+    qr_audit_info info = { 0 };
     index_query_spec spec;
     cp_error err;
     uint16_t status = DIMSE_SUCCESS;
@@ -617,6 +700,10 @@ static void serve_find(qr *q, scp_qr_call *call, const qr_query *query)
     spec.term_count = query->term_count;
 
     cp_error_clear(&err);
+    if (!scope_query(q, call, &spec)) {
+        refuse_unauthorised(q, call, query);
+        return;
+    }
     st = index_query(q->cfg.idx, &spec, on_find_row, &fs, &err);
     for (size_t i = 0; st == CP_OK && i < fs.patient_count; i++)
         st = send_match(&fs, &fs.patients[i], fs.studies[i]);
@@ -637,6 +724,10 @@ static void serve_find(qr *q, scp_qr_call *call, const qr_query *query)
     else
         cp_log_debug("dicom.qr", "op=C-FIND level=%s matches=%" PRIu64,
                      level_names[query->level], fs.matches);
+    info.query = query;
+    info.status = status;
+    info.matches = fs.matches;
+    audit_op(q, call, &info);
     cp_free(fs.patients);
     cp_free(fs.studies);
 }
@@ -648,9 +739,16 @@ typedef struct qr_item {
     char sop_uid[INDEX_UID_MAX + 1];
     char ts[INDEX_UID_MAX + 1];
     char blob_key[INDEX_BLOB_KEY_MAX + 1];
+    /* For the audit trail, whose records keep 64 bytes of a Patient ID. */
+    char study_uid[INDEX_UID_MAX + 1];
+    char patient_id[65];
+    int64_t institution_id;
+    bool sent;
 } qr_item;
 
 typedef struct item_list {
+    qr *q;
+    scp_qr_call *call;
     qr_item *items;
     size_t count;
     size_t cap;
@@ -662,6 +760,9 @@ static cp_status on_item(void *ctx, const index_row *row)
     const index_instance *in = &row->rec.instance;
     qr_item *it;
 
+    /* Hidden instances are not there: no sub-operation, no count. */
+    if (!row_visible(l->q, l->call, row))
+        return CP_OK;
     if (l->count == QR_RETRIEVE_MAX)
         return CP_ERR_LIMIT;
     if (l->count == l->cap) {
@@ -678,10 +779,18 @@ static cp_status on_item(void *ctx, const index_row *row)
     snprintf(it->sop_uid, sizeof it->sop_uid, "%s", in->sop_uid);
     snprintf(it->ts, sizeof it->ts, "%s", in->transfer_syntax);
     snprintf(it->blob_key, sizeof it->blob_key, "%s", in->blob_key);
+    snprintf(it->study_uid, sizeof it->study_uid, "%s", row->rec.study.uid);
+    snprintf(it->patient_id, sizeof it->patient_id, "%.*s", (int)sizeof it->patient_id - 1,
+             row->rec.patient.id);
+    it->institution_id = row->institution_id;
+    it->sent = false;
     return CP_OK;
 }
 
-/* The instances a retrieve names: its unique keys, matched at instance level. */
+/*
+ * The instances a retrieve names: its unique keys, matched at instance
+ * level, within the association's scope (CP_ERR_FORBIDDEN: none at all).
+ */
 static cp_status list_items(qr *q, const qr_query *query, item_list *l, cp_error *err)
 {
     static const uint32_t tags[] = { TAG_PATIENT_ID, TAG_STUDY_UID, TAG_SERIES_UID,
@@ -703,6 +812,8 @@ static cp_status list_items(qr *q, const qr_query *query, item_list *l, cp_error
         terms[spec.term_count].value = k->value;
         spec.term_count++;
     }
+    if (!scope_query(q, l->call, &spec))
+        return CP_ERR_FORBIDDEN;
     return index_query(q->cfg.idx, &spec, on_item, l, err);
 }
 
@@ -1005,10 +1116,10 @@ static uint16_t final_status(const scp_qr_counts *c)
     return DIMSE_COERCION;
 }
 
-static void run_items(qr *q, scp_qr_call *call, const qr_sender *s, const item_list *l,
-                      const dimse_command *req)
+/* Runs the sub-operations and answers; the final status (or the cancel). */
+static uint16_t run_items(qr *q, scp_qr_call *call, const qr_sender *s, item_list *l,
+                          const dimse_command *req, scp_qr_counts *counts)
 {
-    scp_qr_counts counts = { true, 0, 0, 0, 0 };
     uint16_t status;
     const char *detail = "";
 
@@ -1016,53 +1127,108 @@ static void run_items(qr *q, scp_qr_call *call, const qr_sender *s, const item_l
         uint16_t sub = DIMSE_SUCCESS;
 
         if (scp_qr_cancelled(call)) {
-            counts.remaining = (uint16_t)(l->count - i);
-            scp_qr_respond(call, DIMSE_CANCEL, &counts, NULL, 0, "cancelled");
+            counts->remaining = (uint16_t)(l->count - i);
+            scp_qr_respond(call, DIMSE_CANCEL, counts, NULL, 0, "cancelled");
             log_outcome(call, DIMSE_CANCEL, l->items[i].sop_uid, "cancelled");
-            return;
+            return DIMSE_CANCEL;
         }
         if (send_item(q, s, &l->items[i], req, &sub) != CP_OK) {
             /* The association carrying the sub-operations broke. */
             sub = DIMSE_OUT_OF_RESOURCES;
             detail = "sub-operation association failed";
-            counts.failed = (uint16_t)(counts.failed + l->count - i);
+            counts->failed = (uint16_t)(counts->failed + l->count - i);
             log_outcome(call, 0xA702, l->items[i].sop_uid, detail);
             break;
         }
         if (sub == DIMSE_SUCCESS) {
-            counts.completed++;
+            counts->completed++;
+            l->items[i].sent = true;
         } else if ((sub & 0xF000) == 0xB000) {
-            counts.warning++;
+            counts->warning++;
+            l->items[i].sent = true;
         } else {
-            counts.failed++;
+            counts->failed++;
             log_outcome(call, sub, l->items[i].sop_uid, "C-STORE sub-operation failed");
         }
-        counts.remaining = (uint16_t)(l->count - i - 1);
-        if (counts.remaining > 0 && !scp_qr_broken(call))
-            scp_qr_respond(call, DIMSE_PENDING, &counts, NULL, 0, NULL);
+        counts->remaining = (uint16_t)(l->count - i - 1);
+        if (counts->remaining > 0 && !scp_qr_broken(call))
+            scp_qr_respond(call, DIMSE_PENDING, counts, NULL, 0, NULL);
     }
+    counts->remaining = 0;
+    status = final_status(counts);
     if (scp_qr_broken(call))
-        return;
-    status = final_status(&counts);
-    scp_qr_respond(call, status, &counts, NULL, 0,
+        return status;
+    scp_qr_respond(call, status, counts, NULL, 0,
                    status == DIMSE_SUCCESS ? NULL : "some sub-operations failed");
+    return status;
+}
+
+/*
+ * Tells the audit hook about a retrieve: the studies its instances
+ * belonged to (in the order first met), with how many of each were sent.
+ */
+static void audit_retrieve(qr *q, scp_qr_call *call, const qr_query *query,
+                           const item_list *l, uint16_t status, const scp_qr_counts *counts,
+                           const char *destination)
+{
+    qr_audit_info info = { 0 };
+    qr_audit_study *studies = NULL;
+    size_t n = 0;
+
+    if (q->cfg.auth.audit == NULL)
+        return;
+    if (l->count > 0)
+        studies = cp_calloc(l->count, sizeof *studies);
+    for (size_t i = 0; studies != NULL && i < l->count; i++) {
+        const qr_item *it = &l->items[i];
+        size_t j = 0;
+
+        /* A study's instances mostly come together: try the last one first. */
+        if (n > 0 && strcmp(studies[n - 1].study_uid, it->study_uid) == 0)
+            j = n - 1;
+        while (j < n && strcmp(studies[j].study_uid, it->study_uid) != 0)
+            j++;
+        if (j == n) {
+            studies[n].study_uid = it->study_uid;
+            studies[n].patient_id = it->patient_id;
+            studies[n].institution_id = it->institution_id;
+            n++;
+        }
+        studies[j].instances++;
+        studies[j].sent += it->sent;
+    }
+    info.query = query;
+    info.status = status;
+    info.counts = counts;
+    info.move_destination = destination;
+    info.studies = studies;
+    info.study_count = n;
+    audit_op(q, call, &info);
+    cp_free(studies);
 }
 
 static void serve_retrieve(qr *q, scp_qr_call *call, const qr_query *query)
 {
     dimse_command req = *scp_qr_command(call);
-    item_list l = { NULL, 0, 0 };
-    scp_qr_counts none = { true, 0, 0, 0, 0 };
+    item_list l = { q, call, NULL, 0, 0 };
+    scp_qr_counts counts = { true, 0, 0, 0, 0 };
+    const char *dest = req.command_field == DIMSE_C_MOVE_RQ ? req.move_destination : "";
+    uint16_t status;
     qr_sender s;
     scu *u = NULL;
     cp_status st;
 
     st = list_items(q, query, &l, NULL);
+    if (st == CP_ERR_FORBIDDEN) {
+        refuse_unauthorised(q, call, query);
+        goto done;
+    }
     if (st != CP_OK) {
-        uint16_t code = st == CP_ERR_LIMIT ? 0xA701 : DIMSE_OUT_OF_RESOURCES;
-
-        scp_qr_respond(call, code, &none, NULL, 0, "cannot list the instances");
-        log_outcome(call, code, "-", cp_status_name(st));
+        status = st == CP_ERR_LIMIT ? 0xA701 : DIMSE_OUT_OF_RESOURCES;
+        scp_qr_respond(call, status, &counts, NULL, 0, "cannot list the instances");
+        log_outcome(call, status, "-", cp_status_name(st));
+        l.count = 0;
+        audit_retrieve(q, call, query, &l, status, &counts, dest);
         goto done;
     }
 
@@ -1070,14 +1236,18 @@ static void serve_retrieve(qr *q, scp_qr_call *call, const qr_query *query)
         const scp_remote_ae *ae = scp_qr_remote_ae(call, req.move_destination);
 
         if (ae == NULL || ae->host[0] == '\0') {
-            scp_qr_respond(call, 0xA801, &none, NULL, 0, "move destination unknown");
-            log_outcome(call, 0xA801, req.move_destination, "move destination unknown");
+            status = 0xA801;
+            scp_qr_respond(call, status, &counts, NULL, 0, "move destination unknown");
+            log_outcome(call, status, req.move_destination, "move destination unknown");
+            audit_retrieve(q, call, query, &l, status, &counts, dest);
             goto done;
         }
         if (l.count > 0 && connect_destination(q, ae, &l, &u) != CP_OK) {
-            none.failed = (uint16_t)l.count;
-            scp_qr_respond(call, 0xA702, &none, NULL, 0, "cannot reach the destination");
-            log_outcome(call, 0xA702, req.move_destination, "cannot reach the destination");
+            status = 0xA702;
+            counts.failed = (uint16_t)l.count;
+            scp_qr_respond(call, status, &counts, NULL, 0, "cannot reach the destination");
+            log_outcome(call, status, req.move_destination, "cannot reach the destination");
+            audit_retrieve(q, call, query, &l, status, &counts, dest);
             goto done;
         }
         snprintf(req.move_originator_ae, sizeof req.move_originator_ae, "%s",
@@ -1086,7 +1256,8 @@ static void serve_retrieve(qr *q, scp_qr_call *call, const qr_query *query)
     } else {
         s = (qr_sender){ get_ctx, get_cmd, get_dat, get_wait, call };
     }
-    run_items(q, call, &s, &l, &req);
+    status = run_items(q, call, &s, &l, &req, &counts);
+    audit_retrieve(q, call, query, &l, status, &counts, dest);
     if (u != NULL)
         scu_release(u, NULL);
 
@@ -1116,9 +1287,15 @@ void qr_serve(void *ctx, scp_qr_call *call)
     if (qr_query_parse(cmd->affected_sop_class, data, len, pc->transfer_syntax, query,
                        &status, &err) != CP_OK) {
         scp_qr_counts none = { cmd->command_field != DIMSE_C_FIND_RQ, 0, 0, 0, 0 };
+        qr_audit_info info = { 0 };
 
         scp_qr_respond(call, status, &none, NULL, 0, err.detail);
         log_outcome(call, status, "-", err.detail);
+        info.status = status;
+        info.counts = none.present ? &none : NULL;
+        info.move_destination = cmd->command_field == DIMSE_C_MOVE_RQ ? cmd->move_destination
+                                                                       : "";
+        audit_op(q, call, &info);
         cp_free(query);
         return;
     }

@@ -84,12 +84,60 @@ index_level qr_index_level(qr_level level);
 cp_status qr_encode_row(const qr_query *q, const index_row *row, uint32_t patient_studies,
                         const char *retrieve_ae, const char *ts_uid, cp_buf *out);
 
+/*
+ * Added for the audit trail: one study a C-MOVE or C-GET named and could
+ * see, with what became of its instances.
+ */
+typedef struct qr_audit_study {
+    const char *study_uid;
+    const char *patient_id;             /* Patient ID, never a name */
+    int64_t institution_id;
+    uint32_t instances;                 /* sub-operations it needed */
+    uint32_t sent;                      /* completed or with a warning */
+} qr_audit_study;
+
+/*
+ * Added for the audit trail: one operation once its final response is
+ * sent (or the association broke under it).
+ */
+typedef struct qr_audit_info {
+    uint16_t command_field;             /* DIMSE_C_FIND_RQ, _MOVE_RQ or _GET_RQ */
+    const char *calling_ae;
+    const char *peer;
+    const qr_query *query;              /* NULL when the identifier was unreadable */
+    uint16_t status;                    /* the final status */
+    uint64_t matches;                   /* C-FIND: responses with an identifier */
+    const char *move_destination;       /* C-MOVE: the destination AE, else "" */
+    const scp_qr_counts *counts;        /* C-MOVE, C-GET: the final counts */
+    const qr_audit_study *studies;      /* C-MOVE, C-GET: the studies matched */
+    size_t study_count;
+} qr_audit_info;
+
+/*
+ * Added for authorisation: decisions per operation, with the association's
+ * identity (scp_qr_identity). scope fills spec->institutions and
+ * spec->institution_count (left NULL: every institution; the array must
+ * live as long as the identity) or returns false to refuse the operation
+ * (0124H, Refused: Not Authorized, PS3.7 Annex C). visible is asked for
+ * every C-FIND match and every instance a retrieve would send, with the
+ * row's institution and modality ("" unknown): hidden rows are left out as
+ * if they did not match. audit is told once per operation. Any member may
+ * be NULL: no limit, every row visible, no audit.
+ */
+typedef struct qr_auth {
+    bool (*scope)(void *ctx, void *identity, index_query_spec *spec);
+    bool (*visible)(void *ctx, void *identity, int64_t institution_id, const char *modality);
+    void (*audit)(void *ctx, void *identity, const qr_audit_info *info);
+    void *ctx;
+} qr_auth;
+
 /* The service. */
 typedef struct qr_config {
     index_db *idx;
     store *st;
     const char *ae_title;               /* ours: calling AE of C-MOVE associations */
     assoc_params params;                /* for C-MOVE associations */
+    qr_auth auth;                       /* added for authorisation; zeroed: none */
 } qr_config;
 
 typedef struct qr qr;

@@ -84,6 +84,7 @@ typedef struct session {
     /* For the events hook: how the association went. */
     bool accepted;
     bool released;
+    void *identity;                     /* the authoriser's, released at the end */
 } session;
 
 struct scp_qr_call {
@@ -139,11 +140,13 @@ static const scp_remote_ae *find_ae(const scp *s, const char *title)
     return NULL;
 }
 
+/* With an authoriser, the authoriser has decided on the calling AE already. */
 static bool calling_allowed(void *ctx, const char *calling_ae)
 {
     const scp *s = ctx;
 
-    return s->cfg.accept_unknown || find_ae(s, calling_ae) != NULL;
+    return s->cfg.authoriser.authorise != NULL || s->cfg.accept_unknown ||
+           find_ae(s, calling_ae) != NULL;
 }
 
 /* --- the events hook ---------------------------------------------------- */
@@ -254,6 +257,7 @@ static void cstore_begin(session *ss, const assoc_context *ctx)
     info.transfer_syntax_uid = ctx->transfer_syntax;
     info.message_id = ss->cmd.message_id;
     info.move_originator_ae = ss->cmd.move_originator_ae;
+    info.identity = ss->identity;
     if (cfg->store.begin(cfg->store.ctx, &info, &ss->op, &status) != CP_OK) {
         ss->op = NULL;
         ss->status = status;
@@ -392,6 +396,16 @@ const char *scp_qr_called_ae(const scp_qr_call *c)
 uint64_t scp_qr_assoc_id(const scp_qr_call *c)
 {
     return c->ss->id;
+}
+
+void *scp_qr_identity(const scp_qr_call *c)
+{
+    return c->ss->identity;
+}
+
+const char *scp_qr_peer(const scp_qr_call *c)
+{
+    return c->ss->peer;
 }
 
 const uint8_t *scp_qr_identifier(const scp_qr_call *c, size_t *len)
@@ -742,6 +756,82 @@ static void log_refused_contexts(const session *ss, const pdu_assoc *rq)
                     "refused: calling AE not allowed\"", refused);
 }
 
+/* Gives the authoriser's identity back, once. */
+static void release_identity(session *ss)
+{
+    const scp_authoriser *au = &ss->s->cfg.authoriser;
+
+    if (ss->identity != NULL && au->release != NULL)
+        au->release(au->ctx, ss->identity);
+    ss->identity = NULL;
+}
+
+/* The rules assoc_answer checks before the calling AE (docs/upper-layer.md). */
+static bool passes_ae_rules(const session *ss, const pdu_assoc *rq)
+{
+    return strcmp(rq->app_context.value, PDU_APPLICATION_CONTEXT) == 0 &&
+           strcmp(rq->called_ae, ss->s->cfg.ae_title) == 0;
+}
+
+/*
+ * Asks the authoriser; true when it accepted (ss->identity and ss->allow
+ * then set), false when it rejected and the -RJ has been sent.
+ */
+static bool authorise(session *ss, const pdu_assoc *rq, bool configured)
+{
+    static const char *const why[] = {
+        [SCP_AUTH_REJECT] = "refused by the authoriser",
+        [SCP_AUTH_REJECT_CALLING_AE] = "calling AE title not recognised",
+        [SCP_AUTH_REJECT_TRANSIENT] = "the authoriser cannot decide now",
+    };
+    const scp_authoriser *au = &ss->s->cfg.authoriser;
+    const pdu_identity_rq *id = &rq->user.identity_rq;
+    scp_assoc_info info;
+    scp_auth_result res;
+    unsigned allow = ss->allow;
+    void *identity = NULL;
+
+    memset(&info, 0, sizeof info);
+    info.assoc_id = ss->id;
+    info.calling_ae = rq->calling_ae;
+    info.called_ae = rq->called_ae;
+    info.peer = ss->peer;
+    info.configured = configured;
+    info.has_identity = rq->has_user_info && rq->user.has_identity_rq;
+    if (info.has_identity) {
+        info.identity_type = id->type;
+        info.identity_response_requested = id->response_requested;
+        info.identity_primary = id->primary;
+        info.identity_primary_len = id->primary_len;
+        info.identity_secondary = id->secondary;
+        info.identity_secondary_len = id->secondary_len;
+    }
+
+    res = au->authorise(au->ctx, &info, &allow, &identity);
+    if (res == SCP_AUTH_ACCEPT) {
+        ss->allow = allow | SCP_ALLOW_ECHO;
+        ss->identity = identity;
+        return true;
+    }
+    if (identity != NULL && au->release != NULL)
+        au->release(au->ctx, identity);
+
+    if (res == SCP_AUTH_REJECT_TRANSIENT)
+        assoc_reject(ss->a, PDU_REJECT_TRANSIENT, PDU_REJECT_SOURCE_PRESENTATION,
+                     PDU_REJECT_PRESENTATION_CONGESTION);
+    else
+        assoc_reject(ss->a, PDU_REJECT_PERMANENT, PDU_REJECT_SOURCE_USER,
+                     res == SCP_AUTH_REJECT_CALLING_AE ? PDU_REJECT_USER_CALLING_AE
+                                                       : PDU_REJECT_USER_NO_REASON);
+    note_association(ss, SCP_ASSOC_REJECTED);
+    cp_log_warn("dicom.assoc.rejected", "result=%u source=%u reason=%u detail=\"%s\"",
+                assoc_rejection(ss->a)->result, assoc_rejection(ss->a)->source,
+                assoc_rejection(ss->a)->reason,
+                (unsigned)res < sizeof why / sizeof why[0] && why[res] != NULL
+                    ? why[res] : "refused by the authoriser");
+    return false;
+}
+
 static void on_associate_rq(session *ss)
 {
     const pdu_assoc *rq = assoc_request_pdu(ss->a);
@@ -751,6 +841,9 @@ static void on_associate_rq(session *ss)
     set_context(ss, rq->calling_ae, rq->called_ae);
     ae = find_ae(ss->s, rq->calling_ae);
     ss->allow = ae != NULL ? (ae->allow | SCP_ALLOW_ECHO) : (SCP_ALLOW_ECHO | SCP_ALLOW_STORE);
+    if (ss->s->cfg.authoriser.authorise != NULL && passes_ae_rules(ss, rq) &&
+        !authorise(ss, rq, ae != NULL))
+        return;
     /*
      * Query and retrieve contexts are offered only to callers allowed them:
      * the others see those contexts rejected at negotiation (PS3.8 9.3.3.2),
@@ -763,9 +856,11 @@ static void on_associate_rq(session *ss)
     log_refused_contexts(ss, rq);
     if (assoc_answer(ss->a, &accepted) != CP_OK && !accepted) {
         cp_log_warn("dicom.assoc.failed", "detail=\"%s\"", assoc_detail(ss->a));
+        release_identity(ss);
         return;
     }
     if (!accepted) {
+        release_identity(ss);
         note_association(ss, SCP_ASSOC_REJECTED);
         log_rejection(ss);
         return;
@@ -895,6 +990,7 @@ static void *session_thread(void *arg)
                     ss->cmd.affected_sop_class, ss->cmd.affected_sop_instance, ss->bytes);
         s->cfg.store.abort(ss->op);
     }
+    release_identity(ss);
     dimse_receiver_free(&ss->rx);
     cp_buf_free(&ss->ident);
     assoc_destroy(ss->a);

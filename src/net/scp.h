@@ -54,6 +54,7 @@ typedef struct scp_store_info {
     const char *transfer_syntax_uid;    /* of the presentation context */
     uint16_t message_id;
     const char *move_originator_ae;     /* "" unless a C-MOVE caused it */
+    void *identity;                     /* added: the authoriser's, or NULL */
 } scp_store_info;
 
 /*
@@ -120,6 +121,61 @@ typedef struct scp_events {
     void *ctx;
 } scp_events;
 
+/*
+ * Added for authorisation: who asks. Once per association whose request
+ * passed the AE rules (our called AE title, the application context), and
+ * before any answer is sent, the authoriser is told who calls, from where,
+ * and with what User Identity (PS3.7 D.3.3.7.1) if the requestor sent one.
+ * The byte fields point into the request and are not NUL-terminated.
+ */
+typedef struct scp_assoc_info {
+    uint64_t assoc_id;
+    const char *calling_ae;
+    const char *called_ae;
+    const char *peer;                   /* "ip:port" */
+    bool configured;                    /* the calling AE is one of scp_config.aes */
+    bool has_identity;
+    uint8_t identity_type;              /* pdu_identity_type */
+    bool identity_response_requested;
+    const uint8_t *identity_primary;    /* user name (types 1 and 2), ticket, ... */
+    size_t identity_primary_len;
+    const uint8_t *identity_secondary;  /* passcode (type 2) */
+    size_t identity_secondary_len;
+} scp_assoc_info;
+
+/*
+ * The authoriser's answer. A rejection is an A-ASSOCIATE-RJ (PS3.8 9.3.4,
+ * Table 9-21): REJECT is permanent, service-user, no reason given;
+ * REJECT_CALLING_AE permanent, service-user, calling AE title not
+ * recognised; REJECT_TRANSIENT transient, service-provider (presentation),
+ * temporary congestion: what it needs to decide (a directory, a session
+ * store) is away for now and the requestor may try again later.
+ */
+typedef enum scp_auth_result {
+    SCP_AUTH_ACCEPT,
+    SCP_AUTH_REJECT,
+    SCP_AUTH_REJECT_CALLING_AE,
+    SCP_AUTH_REJECT_TRANSIENT,
+} scp_auth_result;
+
+/*
+ * authorise decides; on accept it may change *allow (SCP_ALLOW_* bits,
+ * given as the AE rules set them) and set *identity, an opaque pointer the
+ * server keeps for the association, passes to the store consumer
+ * (scp_store_info.identity) and to query/retrieve (scp_qr_identity), and
+ * hands to release once the association is over (after the last store
+ * operation ended), however it ended. Called on association threads, so
+ * both must be thread-safe. authorise == NULL: no authoriser, the AE rules
+ * alone decide. With one, calling AEs unknown to the configuration reach
+ * it too (configured false): it decides for them, accept_unknown or not.
+ */
+typedef struct scp_authoriser {
+    scp_auth_result (*authorise)(void *ctx, const scp_assoc_info *info, unsigned *allow,
+                                 void **identity);
+    void (*release)(void *ctx, void *identity);
+    void *ctx;
+} scp_authoriser;
+
 typedef struct scp_config {
     char ae_title[PDU_AE_SIZE];
     const char *bind;                   /* address to listen on; NULL: 127.0.0.1 */
@@ -137,6 +193,7 @@ typedef struct scp_config {
     /* Added for TLS: wraps each accepted socket (net/tls.h); open NULL: plain. */
     assoc_wrap wrap;
     scp_events events;                  /* added for metrics; zeroed: none */
+    scp_authoriser authoriser;          /* added for authorisation; zeroed: none */
 } scp_config;
 
 typedef struct scp scp;
@@ -178,6 +235,12 @@ unsigned scp_qr_allow(const scp_qr_call *c);
 const char *scp_qr_calling_ae(const scp_qr_call *c);
 const char *scp_qr_called_ae(const scp_qr_call *c);
 uint64_t scp_qr_assoc_id(const scp_qr_call *c);
+
+/* Added for authorisation: the association's identity (scp_authoriser), or NULL. */
+void *scp_qr_identity(const scp_qr_call *c);
+
+/* Added for the audit trail: the peer's "ip:port". */
+const char *scp_qr_peer(const scp_qr_call *c);
 
 /* The identifier's bytes, in the context's transfer syntax. */
 const uint8_t *scp_qr_identifier(const scp_qr_call *c, size_t *len);
