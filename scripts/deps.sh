@@ -15,6 +15,7 @@ build_pkgs=(
     libmicrohttpd-dev
     libgnutls28-dev
     redis-server libhiredis-dev
+    libsmbclient-dev libzip-dev
 )
 test_pkgs=(
     clang libclang-rt-14-dev
@@ -24,6 +25,8 @@ test_pkgs=(
     libopenjp2-tools openjph-tools
     dicom3tools openssl
     chromium
+    fonts-wqy-microhei
+    samba smbclient
 )
 
 want=("${build_pkgs[@]}")

@@ -81,6 +81,7 @@ step "build (gcc)"
 setup build || exit 1
 ninja -C build || exit 1
 scripts/viewer.sh || exit 1
+scripts/console.sh || exit 1
 
 step "build (release, as scripts/run.sh builds it)"
 setup build-release --buildtype=release -Dtests=disabled || exit 1

@@ -17,6 +17,18 @@ static const cli_command commands[] = {
       cli_send_usage },
     { "find", "query a DICOM peer with C-FIND", cli_find_run, cli_find_usage },
     { "changes", "list the archive's change log", cli_changes_run, cli_changes_usage },
+    { "audit", "verify, export and list the audit trail", cli_audit_run,
+      cli_audit_usage },
+    { "institution", "add, list and change the institutions of the directory",
+      cli_institution_run, cli_institution_usage },
+    { "user", "add and manage users: passwords, roles, second factor", cli_user_run,
+      cli_user_usage },
+    { "ae", "add, list and remove the DICOM application entities", cli_ae_run,
+      cli_ae_usage },
+    { "token", "create, list and revoke API tokens for machines", cli_token_run,
+      cli_token_usage },
+    { "intake", "status of the SMB and folder intake and of the exports", cli_intake_run,
+      cli_intake_usage },
     { NULL, NULL, NULL, NULL },
 };
 

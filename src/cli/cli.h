@@ -45,6 +45,24 @@ void cli_find_usage(FILE *out);
 int cli_changes_run(int argc, char **argv);
 void cli_changes_usage(FILE *out);
 
+int cli_audit_run(int argc, char **argv);
+void cli_audit_usage(FILE *out);
+
+int cli_institution_run(int argc, char **argv);
+void cli_institution_usage(FILE *out);
+
+int cli_user_run(int argc, char **argv);
+void cli_user_usage(FILE *out);
+
+int cli_ae_run(int argc, char **argv);
+void cli_ae_usage(FILE *out);
+
+int cli_token_run(int argc, char **argv);
+void cli_token_usage(FILE *out);
+
+int cli_intake_run(int argc, char **argv);
+void cli_intake_usage(FILE *out);
+
 /* The command table, ending with an entry whose name is NULL. */
 const cli_command *cli_commands(void);
 

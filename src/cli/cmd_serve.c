@@ -16,15 +16,28 @@
  *            tls_port (0: off), tls_cert, tls_key, tls_ca (client
  *            certificates required and verified when set), tls_min_version
  *            (1.2), tls_priority (TLS_PRIORITY_DEFAULT)
- *   [ae.NAME] host, port, allow = store,query,retrieve; title (NAME)
+ *   [ae.NAME] host, port, allow = store,query,retrieve; title (NAME);
+ *            institution (a directory code: the AE acts for it)
+ *   [dicom]  default_institution (code: what unknown AEs act for when
+ *            accept_unknown lets them in), identity_username_only (false):
+ *            who an association acts as, and its audit (cli/serve_dimse.h)
  *   [archive] duplicate_policy = keep | overwrite | reject;
  *            study_quiet_seconds (60): a study is announced complete once
  *            no instance arrived for that long (archive/completion.h)
- *   [http]   port (8042), bind (127.0.0.1), token (none: open): the web
- *            service, DICOMweb under /dicom-web (dicomweb/dicomweb.h);
- *            viewer_dir (web/viewer under the working directory or above
- *            the binary, as scripts/viewer.sh installs it): the OHIF
- *            viewer at /viewer/ (http/static.h)
+ *   [http]   port (8042), bind (127.0.0.1): the web service, DICOMweb
+ *            under /dicom-web (dicomweb/dicomweb.h) and the REST API under
+ *            /api (api/api.h, docs/api.md); token: the service token (every
+ *            right, for tools and tests); viewer_dir (web/viewer under the
+ *            working directory or above the binary, as scripts/viewer.sh
+ *            installs it): the OHIF viewer at /viewer/ (http/static.h);
+ *            console_dir (web/dist): the admin console at /
+ *   [redis] url (none: a redis-server of its own in the data directory),
+ *   [auth]   session and lockout settings (cli/serve_auth.h)
+ *
+ * Every web route but the static files, POST /api/session and /api/health
+ * needs a principal (api_authenticate): a session, an API token or the
+ * service token; /metrics needs metrics.read (PS3.15 A.5 for the audit
+ * trail every access to patient data writes).
  */
 #include <inttypes.h>
 #include <pthread.h>
@@ -38,7 +51,11 @@
 
 #include "archive/archive.h"
 #include "archive/completion.h"
+#include "auth/policy.h"
 #include "cli/cli.h"
+#include "cli/serve_auth.h"
+#include "cli/serve_dimse.h"
+#include "cli/serve_ingest.h"
 #include "core/alloc.h"
 #include "core/config.h"
 #include "core/limits.h"
@@ -81,6 +98,10 @@ typedef struct serve_state {
     http_server *web;
     dweb_service *dweb;
     http_static *viewer;                /* the OHIF build at /viewer/ */
+    http_static *console;               /* the admin console's build at / */
+    serve_auth auth;                    /* Redis, directory, sessions, audit, /api */
+    serve_ingest *ingest;               /* SMB and folder intake, exports, or NULL */
+    serve_dimse *dimse;                 /* who DICOM associations act as, and audit */
     scp_remote_ae *aes;
     size_t ae_count;
     char data_dir[SERVE_PATH_MAX];
@@ -99,14 +120,16 @@ void cli_serve_usage(FILE *out)
     fprintf(out,
         "usage: cloudpacs serve [--config FILE] [--services LIST]\n"
         "\n"
-        "Runs the cloudpacs services in this process until SIGINT or SIGTERM.\n"
-        "Today: the DICOM service (C-ECHO, C-STORE as SCP), storing every\n"
-        "instance it receives in the data directory.\n"
+        "Runs the cloudpacs services in this process until SIGINT or SIGTERM:\n"
+        "the DICOM service (C-ECHO, C-STORE, C-FIND, C-MOVE, C-GET as SCP) and\n"
+        "the web service (DICOMweb, the REST API, the viewer and the console),\n"
+        "with sessions in Redis (its own redis-server unless [redis] url is\n"
+        "set) and every access to patient data in the audit trail.\n"
         "\n"
         "options:\n"
         "  --config FILE     the configuration file (default: $CLOUDPACS_CONFIG,\n"
         "                    else built-in defaults and CLOUDPACS_* variables)\n"
-        "  --services LIST   services to run, comma-separated: dicom, web\n"
+        "  --services LIST   services to run, comma-separated: dicom, web, ingest\n"
         "                    (default: dicom,web; a busy web port is then only a\n"
         "                    warning)\n"
         "  -h, --help        this text\n"
@@ -119,7 +142,12 @@ void cli_serve_usage(FILE *out)
         "          accept_unknown (default true when bind is a loopback address,\n"
         "          false otherwise: unknown calling AEs are then rejected)\n"
         "  [ae.NAME] a remote AE: host, port, allow = store,query,retrieve,\n"
-        "          title (default NAME)\n"
+        "          title (default NAME), institution (the code of the directory's\n"
+        "          institution it acts for: it sees and sends only that one's)\n"
+        "  [dicom] default_institution (code: unknown AEs let in by\n"
+        "          accept_unknown act for it; none: they are rejected once the\n"
+        "          directory holds an institution), identity_username_only\n"
+        "          (false: a DICOM user identity needs username and passcode)\n"
         "  [dicom] DICOM over TLS on a port of its own (PS3.15 B.1): tls_port\n"
         "          (0: off), tls_cert, tls_key (PEM), tls_ca (when set, clients\n"
         "          must present a certificate it verifies), tls_min_version\n"
@@ -129,8 +157,21 @@ void cli_serve_usage(FILE *out)
         "          study_quiet_seconds (%d): a study is announced complete once\n"
         "          no instance arrived for that long\n"
         "  [http]  port (8042; CLOUDPACS_HTTP_PORT), bind (127.0.0.1), token\n"
-        "          (when set, requests need \"Authorization: Bearer TOKEN\"),\n"
-        "          viewer_dir (web/viewer, from scripts/viewer.sh): the viewer\n"
+        "          (the service token: \"Authorization: Bearer TOKEN\" has every\n"
+        "          right), viewer_dir (web/viewer, from scripts/viewer.sh): the\n"
+        "          viewer, console_dir (web/dist): the admin console at /,\n"
+        "          secure_cookies (false; true behind HTTPS)\n"
+        "  [redis] url (CLOUDPACS_REDIS_URL: redis://[:pw@]host:port[/db] or\n"
+        "          unix:///path; default: a redis-server of its own on a Unix\n"
+        "          socket in <data_dir>/redis)\n"
+        "  [auth]  idle_minutes (30), idle_seconds (0: idle_minutes rules),\n"
+        "          absolute_hours (12), lock_after (5 failed logins),\n"
+        "          lock_minutes (15), mfa_admins, mfa_doctors (false)\n"
+        "\n"
+        "Every web request but the static files, POST /api/session and\n"
+        "/api/health needs \"Authorization: Bearer\" (a session, an API token\n"
+        "or the service token) or the session cookie; /metrics needs\n"
+        "metrics.read (the service token or a system admin).\n"
         "\n"
         "exit status: 0 after a clean shutdown; 4 when the configuration is\n"
         "wrong; 1 when the data directory or the port cannot be opened.\n",
@@ -159,7 +200,7 @@ static int parse_args(int argc, char **argv, serve_args *args)
 /* "dicom" and "web" exist; the others are accepted with a warning. */
 static int check_services(const char *list, bool *dicom, bool *web)
 {
-    static const char *const later[] = { "ingest", "dispatch" };
+    static const char *const later[] = { "dispatch" };
     char copy[256];
     char *save = NULL;
 
@@ -179,6 +220,8 @@ static int check_services(const char *list, bool *dicom, bool *web)
             *web = true;
             continue;
         }
+        if (strcmp(tok, "ingest") == 0)
+            continue;   /* serve_ingest_wanted reads the list for it */
         for (size_t i = 0; i < sizeof later / sizeof later[0]; i++)
             known = known || strcmp(tok, later[i]) == 0;
         if (!known) {
@@ -292,6 +335,7 @@ static cp_status ingest_begin(void *ctx, const scp_store_info *info, void **op,
 
     memset(&src, 0, sizeof src);
     src.source = info->calling_ae;
+    src.institution_id = serve_dimse_institution(info->identity);
     src.transfer_syntax = dcm_ts_lookup(info->transfer_syntax_uid,
                                         strlen(info->transfer_syntax_uid));
     src.sop_class_uid = info->sop_class_uid;
@@ -526,6 +570,7 @@ static int open_qr(serve_state *s, const scp_config *sc)
     qc.st = s->st;
     qc.ae_title = sc->ae_title;
     qc.params = sc->params;
+    serve_dimse_wire_qr(s->dimse, &qc);
     if (qr_create(&qc, &s->qr) != CP_OK)
         return CLI_EXIT_FAILURE;
     return CLI_EXIT_OK;
@@ -535,11 +580,14 @@ static void serve_close(serve_state *s)
 {
     scp_destroy(s->server);
     scp_destroy(s->tls_server);
+    serve_dimse_destroy(s->dimse);
     tls_destroy(s->tls);
     qr_destroy(s->qr);
     http_server_destroy(s->web);
     dweb_destroy(s->dweb);
     http_static_destroy(s->viewer);
+    http_static_destroy(s->console);
+    serve_auth_close(&s->auth);
     archive_destroy(s->arc);
     index_destroy(s->idx);
     store_destroy(s->st);
@@ -620,6 +668,8 @@ static int listen_dicom(serve_state *s, scp_config *sc)
     sc->store.finish = ingest_finish;
     sc->store.abort = ingest_abort;
     sc->store.ctx = s;
+    if (serve_dimse_create(sc, &s->dimse) != CP_OK)
+        return CLI_EXIT_FAILURE;
     sc->qr.run = serve_qr;
     sc->qr.ctx = s;
     sc->events.on_association = on_assoc_event;
@@ -853,6 +903,65 @@ static cp_status register_viewer(serve_state *s, cp_error *err)
     return http_static_register(s->web, &vc, &s->viewer, err);
 }
 
+/* Unknown paths under /api and /dicom-web: a 404, not the console's page. */
+static cp_status no_such_resource(http_request *req, void *ctx)
+{
+    (void)ctx;
+    return http_respond_error(req, 404, "no such resource");
+}
+
+/*
+ * Serves the admin console (web/, built to web/dist) at /: from [http]
+ * console_dir, else found by http_static_locate. Registered last, since
+ * its route takes every path the others did not. Without a build, / is
+ * left unrouted and one info line says so.
+ */
+static cp_status register_console(serve_state *s, cp_error *err)
+{
+    char found[SERVE_PATH_MAX];
+    const char *dir = cp_config_get(s->cfg, "http", "console_dir", "");
+    http_static_config cc = { "/", NULL, "index.html", "the console is not built" };
+
+    if (dir[0] != '\0')
+        cc.root = dir;
+    else if (http_static_locate("web/dist", "index.html", found, sizeof found) == CP_OK)
+        cc.root = found;
+    if (cc.root == NULL) {
+        cp_log_info("serve.console", "dir=- detail=\"not built: npm run build in web/\"");
+        return CP_OK;
+    }
+    cp_log_info("serve.console", "dir=\"%s\"", cc.root);
+    if (http_server_route(s->web, HTTP_GET, "/api/*", HTTP_ROUTE_PUBLIC, no_such_resource,
+                          NULL) != CP_OK ||
+        http_server_route(s->web, HTTP_GET, DWEB_PREFIX "/*", HTTP_ROUTE_PUBLIC,
+                          no_such_resource, NULL) != CP_OK)
+        return cp_error_set(err, CP_ERR_NOMEM, CP_ERROR_NO_OFFSET, CP_ERROR_NO_TAG,
+                            "cannot register the console's routes");
+    return http_static_register(s->web, &cc, &s->console, err);
+}
+
+/*
+ * GET /metrics, in place of the http layer's own: the counters say how
+ * busy each part is, which is for the service token and the system admin
+ * (metrics.read), not for every signed-in user.
+ */
+static cp_status metrics_route(http_request *req, void *ctx)
+{
+    const principal *p = api_principal(req);
+    cp_buf out = CP_BUF_INIT;
+    cp_status st;
+
+    (void)ctx;
+    if (p == NULL || !policy_allows(p, POLICY_METRICS_READ))
+        return http_respond_error(req, 403, "metrics.read is needed");
+    st = http_metrics_render(&out);
+    if (st == CP_OK)
+        st = http_respond_buffer(req, 200, "text/plain; version=0.0.4; charset=utf-8",
+                                 out.data != NULL ? (const void *)out.data : "", out.len);
+    cp_buf_free(&out);
+    return st;
+}
+
 /*
  * Starts the web service once the archive exists. When it was not asked for
  * by name (the default list), a port that cannot be bound only warns, so
@@ -861,23 +970,29 @@ static cp_status register_viewer(serve_state *s, cp_error *err)
 static int start_web(serve_state *s, bool required)
 {
     http_config hc;
-    dweb_config dc = { s->arc, s->idx, s->st };
+    dweb_config dc = { s->arc, s->idx, s->st, s->auth.api };
     int64_t port = 0;
     char text[CP_ERROR_DETAIL_MAX + 64];
-    const char *token;
     cp_error err;
 
     cp_error_clear(&err);
     memset(&hc, 0, sizeof hc);
     hc.bind_address = cp_config_get(s->cfg, "http", "bind", "127.0.0.1");
-    token = cp_config_get(s->cfg, "http", "token", "");
-    hc.static_token = token[0] != '\0' ? token : NULL;
+    /* Every token, the service token too, goes through the session service. */
+    hc.auth = api_authenticate;
+    hc.auth_ctx = s->auth.api;
+    hc.no_metrics_route = true;
     if (cp_config_get_int(s->cfg, "http", "port", 8042, 0, 65535, &port, &err) != CP_OK)
         return config_error(&err);
     hc.port = (uint16_t)port;
-    if (http_server_create(&hc, &s->web, &err) != CP_OK ||
+    if (http_server_create(&hc, &s->web, &err) != CP_OK)
+        return config_error(&err);
+    if (http_server_route(s->web, HTTP_GET, "/metrics", 0, metrics_route, s) != CP_OK)
+        cp_error_set(&err, CP_ERR_NOMEM, CP_ERROR_NO_OFFSET, CP_ERROR_NO_TAG,
+                     "cannot register /metrics");
+    if (err.status != CP_OK || api_register(s->auth.api, s->web, &err) != CP_OK ||
         dweb_register(s->web, &dc, &s->dweb, &err) != CP_OK ||
-        register_viewer(s, &err) != CP_OK)
+        register_viewer(s, &err) != CP_OK || register_console(s, &err) != CP_OK)
         return config_error(&err);
     if (http_server_start(s->web, &err) != CP_OK) {
         cp_error_format(&err, text, sizeof text);
@@ -890,10 +1005,11 @@ static int start_web(serve_state *s, bool required)
         fprintf(stderr, "cloudpacs serve: web service: %s\n", text);
         return CLI_EXIT_FAILURE;
     }
-    cp_log_info("serve.web_ready", "http_port=%u bind=%s auth=%s", http_server_port(s->web),
-                hc.bind_address, hc.static_token != NULL ? "token" : "none");
-    printf("cloudpacs: web service ready: DICOMweb at http://%s:%u%s\n", hc.bind_address,
-           http_server_port(s->web), DWEB_PREFIX);
+    cp_log_info("serve.web_ready", "http_port=%u bind=%s console=%s",
+                http_server_port(s->web), hc.bind_address, s->console != NULL ? "yes" : "no");
+    printf("cloudpacs: web service ready: DICOMweb at http://%s:%u%s, API at /api/%s\n",
+           hc.bind_address, http_server_port(s->web), DWEB_PREFIX,
+           s->console != NULL ? ", console at /" : "");
     fflush(stdout);
     return CLI_EXIT_OK;
 }
@@ -924,7 +1040,7 @@ int cli_serve_run(int argc, char **argv)
     serve_args args;
     serve_state s;
     scp_config sc;
-    bool dicom, web;
+    bool dicom, web, ingest = false;
     int rc;
 
     memset(&s, 0, sizeof s);
@@ -943,18 +1059,27 @@ int cli_serve_run(int argc, char **argv)
         rc = listen_tls(&s, &sc);
     if (rc == CLI_EXIT_OK)
         rc = open_data(&s);
+    if (rc == CLI_EXIT_OK) {
+        s.auth.idx = s.idx;
+        rc = serve_auth_open(&s.auth, s.cfg, s.data_dir);
+    }
+    if (rc == CLI_EXIT_OK && dicom)
+        rc = serve_dimse_open(s.dimse, s.cfg, &s.auth, s.idx, sc.accept_unknown);
     if (rc == CLI_EXIT_OK)
         rc = start_completion(&s);
+    if (rc == CLI_EXIT_OK && (ingest = serve_ingest_wanted(args.services, s.cfg)))
+        rc = serve_ingest_start(s.cfg, s.arc, s.idx, s.st, s.auth.dir, s.data_dir, &s.ingest);
     if (rc == CLI_EXIT_OK && dicom)
         rc = open_qr(&s, &sc);
     if (rc == CLI_EXIT_OK && web)
         rc = start_web(&s, args.services != NULL);
     if (rc == CLI_EXIT_OK && dicom)
         rc = run_dicom(&s, &sc);
-    else if (rc == CLI_EXIT_OK && web)
+    else if (rc == CLI_EXIT_OK && (web || ingest))
         rc = run_web_alone(&s);
     if (s.web != NULL)
         http_server_stop(s.web, 2000);
+    serve_ingest_stop(s.ingest);
     stop_completion(&s);
     serve_close(&s);
     return rc;

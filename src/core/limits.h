@@ -949,4 +949,69 @@
 /* Orders one listing returns when the caller sets no limit. */
 #define ORDER_LIST_DEFAULT        100
 
+/* --- reports, the report SR and reading statistics (src/consult) ---------- */
+
+/* Bytes of a report's findings or impression: a long CT report is a few KiB. */
+#define REPORT_TEXT_MAX           65536
+
+/* How long a report call waits for the index database's write lock. */
+#define REPORT_BUSY_TIMEOUT_MS    5000
+
+/* The edit lock's life when the configuration sets none: two minutes of typing. */
+#define REPORT_LOCK_DEFAULT_S     120
+
+/* Orders one statistics run reads at most, so a report over years stays bounded. */
+#define STATS_ORDERS_MAX          200000
+
+/* Orders fetched per page while statistics are gathered. */
+#define STATS_PAGE                500
+
+/* Groups (doctors, institutions, days) one statistics run returns at most. */
+#define STATS_GROUPS_MAX          10000
+
+/* Rows of the index query that copies a study's patient and study attributes. */
+#define SR_STUDY_ROWS_MAX         1
+
+/* Bytes of a report SR file: two texts of REPORT_TEXT_MAX plus the headers. */
+#define SR_FILE_MAX               (2 * REPORT_TEXT_MAX + 65536)
+
+/* --- live updates and the consult web service (src/http, src/consult/events, src/api) --- */
+
+/*
+ * Bytes an event stream may have queued for a client that does not read:
+ * a few hundred events; past it the client is dropped rather than
+ * buffered without end.
+ */
+#define HTTP_EVENTS_QUEUE_MAX     (64u * 1024)
+
+/* Seconds between the comment lines that keep an idle event stream open through proxies. */
+#define HTTP_EVENTS_KEEPALIVE_S   15
+
+/* Bytes of one event (its id, name and data lines) before it is refused. */
+#define HTTP_EVENTS_EVENT_MAX     (16u * 1024)
+
+/* Entries kept in the Redis stream of consult events (XADD MAXLEN ~). */
+#define EVENTS_STREAM_MAXLEN      10000
+
+/* Live event subscribers of one process: each is an open connection. */
+#define EVENTS_SUBSCRIBERS_MAX    1024
+
+/* Milliseconds one XREAD of the events reader blocks, under KV_COMMAND_TIMEOUT_MS. */
+#define EVENTS_READ_BLOCK_MS      1000
+
+/* Stream entries one XREAD returns at most. */
+#define EVENTS_READ_COUNT         100
+
+/* Orders in one /api/pool answer at most (dispatch's visible_max is lower). */
+#define API_POOL_MAX              50
+
+/* Orders in one /api/orders page at most. */
+#define API_ORDERS_PAGE_MAX       500
+
+/* Changes of the index log the automatic-order watcher reads per pass. */
+#define CONSULT_CHANGES_PAGE      500
+
+/* Automatic order rules ([order_rule.NAME] sections) one server reads at most. */
+#define CONSULT_RULES_MAX         64
+
 #endif
