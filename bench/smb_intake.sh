@@ -23,6 +23,7 @@ slices=200
 cr=5
 size=real
 repeat=2
+jobs=4
 keep=0
 
 usage() {
@@ -32,6 +33,7 @@ usage: bench/smb_intake.sh [options]
   --cr N               CR studies (default 5)
   --size S             real|small|tiny (default real)
   --repeat R           runs of each, the fastest kept (default 2)
+  --jobs N             files the intake source takes at once (default 4)
   --tiny               a dozen tiny instances, one run (the test)
   --keep               keep the work directory
   --cloudpacs PATH     the cloudpacs binary (default \$CLOUDPACS_BIN, else
@@ -46,6 +48,7 @@ while (($#)); do
         --cr) cr=$2; shift ;;
         --size) size=$2; shift ;;
         --repeat) repeat=$2; shift ;;
+        --jobs) jobs=$2; shift ;;
         --tiny) ct=1; slices=10; cr=2; size=tiny; repeat=1 ;;
         --keep) keep=1 ;;
         --cloudpacs) cloudpacs=$2; shift ;;
@@ -83,4 +86,4 @@ trap cleanup EXIT
 "$python" "$here/gen_studies.py" --out "$work/share" --ct "$ct" --slices "$slices" \
     --cr "$cr" --size "$size" --quiet >/dev/null
 "$python" "$here/smb_intake_driver.py" --cloudpacs "$cloudpacs" --share "$work/share" \
-    --work "$work" --repeat "$repeat"
+    --work "$work" --repeat "$repeat" --jobs "$jobs"

@@ -10,7 +10,8 @@ after the other, each repeated and the fastest run kept:
                   file copied off the share into a local folder (no fsync,
                   no parsing): the floor of reading the share.
   cloudpacs       `cloudpacs serve --services ingest` with one
-                  [intake.bench] source (stable_seconds = 0, after = keep):
+                  [intake.bench] source (stable_seconds = 0, after = keep,
+                  jobs = --jobs, 4 by default: files taken at once):
                   each file read over SMB in chunks through the archive
                   pipeline (parsed, blob fsynced, index row committed) and
                   recorded in the ledger. Timed from the source's
@@ -153,15 +154,15 @@ def ledger(db):
         return (0, 0, None)
 
 
-def run_cloudpacs(binary, smbd, work, files):
+def run_cloudpacs(binary, smbd, work, files, jobs):
     data = work / "cp-data"
     if data.exists():
         shutil.rmtree(data)
     data.mkdir()
     conf = work / "cloudpacs.conf"
     conf.write_text("[intake.bench]\nurl = smb://127.0.0.1:%d/share\nuser = %s\n"
-                    "password = %s\npoll_seconds = 1\nstable_seconds = 0\n"
-                    % (smbd.port, USER, PASSWORD))
+                    "password = %s\npoll_seconds = 1\nstable_seconds = 0\njobs = %d\n"
+                    % (smbd.port, USER, PASSWORD, jobs))
     log = work / "cloudpacs.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLOUDPACS_")}
     env["CLOUDPACS_DATA_DIR"] = str(data)
@@ -193,11 +194,12 @@ def main():
     ap.add_argument("--share", required=True, help="the folder with the files")
     ap.add_argument("--work", required=True)
     ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--jobs", type=int, default=4, help="the source's jobs key")
     args = ap.parse_args()
     work = Path(args.work)
     files, size = tree_size(args.share)
     mb = size / 1e6
-    print("# %d files, %.1f MB on the share" % (files, mb))
+    print("# %d files, %.1f MB on the share; cloudpacs jobs = %d" % (files, mb, args.jobs))
 
     smbd = Smbd(work, Path(args.share).resolve())
     smbd.start()
@@ -208,7 +210,7 @@ def main():
             if copied != files:
                 sys.exit("smbclient copied %d of %d files" % (copied, files))
             mget.append(secs)
-            secs, stored = run_cloudpacs(args.cloudpacs, smbd, work, files)
+            secs, stored = run_cloudpacs(args.cloudpacs, smbd, work, files, args.jobs)
             if stored != files:
                 sys.exit("cloudpacs stored %d of %d files" % (stored, files))
             cp.append(secs)

@@ -68,11 +68,19 @@ elif [[ -e "$first_login" ]]; then
     echo "The first login is in $first_login."
 fi
 
+# Senders on this machine that are not registered AEs store into DEMO.
+demo_id=$("$cloudpacs" institution list --json | /usr/bin/python3 -c \
+    'import json, sys; print(next((i["id"] for i in json.load(sys.stdin)
+                                  if i["code"] == "DEMO"), ""))')
+if [[ -n "$demo_id" ]]; then
+    export CLOUDPACS_DICOM_DEFAULT_INSTITUTION=${CLOUDPACS_DICOM_DEFAULT_INSTITUTION:-DEMO}
+fi
+
 cat <<EOT
 
 cloudpacs is starting. Send studies to it with any DICOM sender, for example:
   storescu -aec CLOUDPACS 127.0.0.1 ${CLOUDPACS_DICOM_PORT:-11112} FILE.dcm
-  $cloudpacs import FOLDER
+  $cloudpacs import --institution ${demo_id:-ID} FOLDER
 and check it with:
   $cloudpacs echo 127.0.0.1 ${CLOUDPACS_DICOM_PORT:-11112}
 and open, once signed in:

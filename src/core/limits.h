@@ -969,8 +969,14 @@
 /* Groups (doctors, institutions, days) one statistics run returns at most. */
 #define STATS_GROUPS_MAX          10000
 
-/* Rows of the index query that copies a study's patient and study attributes. */
-#define SR_STUDY_ROWS_MAX         1
+/*
+ * Characters the report SR keeps of an SH, an LO and a whole PN value (three
+ * component groups of 64 and two '='): the VRs' limits in PS3.5 table 6.2-1,
+ * applied to the index and directory texts it copies.
+ */
+#define SR_SH_CHARS_MAX           16
+#define SR_LO_CHARS_MAX           64
+#define SR_PN_CHARS_MAX           (3 * 64 + 2)
 
 /* Bytes of a report SR file: two texts of REPORT_TEXT_MAX plus the headers. */
 #define SR_FILE_MAX               (2 * REPORT_TEXT_MAX + 65536)
@@ -1013,5 +1019,36 @@
 
 /* Automatic order rules ([order_rule.NAME] sections) one server reads at most. */
 #define CONSULT_RULES_MAX         64
+
+/* --- the dispatch engine (src/consult/dispatch.c) --------------------------- */
+
+/*
+ * Milliseconds the timer lease (disp:leader) lives in Redis without renewal:
+ * each tick (every second) renews it, so a dead leader is replaced within
+ * five seconds while a slow tick does not lose it.
+ */
+#define DISPATCH_LEASE_MS         5000
+
+/*
+ * Seconds a doctor's qualifications and contracts are cached by the engine:
+ * a revoked contract stops new claims within this, and a burst of grabs by
+ * many doctors costs one directory read each instead of one per grab.
+ */
+#define DISPATCH_DOCTOR_CACHE_S   5
+
+/* Doctors whose eligibility one engine caches at once. */
+#define DISPATCH_DOCTOR_CACHE_MAX 512
+
+/* Pool entries one round trip reads while looking for visible orders. */
+#define DISPATCH_POOL_PAGE        64
+
+/* Timers one tick fires; the rest wait for the next second. */
+#define DISPATCH_TIMERS_PER_TICK  256
+
+/* Seconds before an order nobody could be found for is tried again. */
+#define DISPATCH_FALLBACK_RETRY_S 60
+
+/* Open orders read from SQL per page while rebuilding Redis. */
+#define DISPATCH_REBUILD_PAGE     500
 
 #endif

@@ -15,6 +15,7 @@
 #include <inttypes.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -127,12 +128,28 @@ static void say(intake *in, cp_log_level level, const char *event, const char *f
     in->log(in->log_ctx, level, event, detail);
 }
 
-static void count(intake *in, const char *outcome)
+static void count_by(intake *in, const char *outcome, double n)
 {
     char labels[INTAKE_NAME_MAX + 64];
 
     snprintf(labels, sizeof labels, "source=\"%s\",outcome=\"%s\"", in->name, outcome);
-    http_metrics_counter_add("cloudpacs_intake_files_total", labels, 1);
+    http_metrics_counter_add("cloudpacs_intake_files_total", labels, n);
+}
+
+static void count(intake *in, const char *outcome)
+{
+    count_by(in, outcome, 1);
+}
+
+/* The series a scrape should see from the start, before any file. */
+static void count_register(intake *in)
+{
+    static const char *const outcomes[] = {
+        LEDGER_STORED, LEDGER_DUPLICATE, LEDGER_FAILED, LEDGER_SKIPPED, LEDGER_DICOMDIR,
+    };
+
+    for (size_t i = 0; i < sizeof outcomes / sizeof outcomes[0]; i++)
+        count_by(in, outcomes[i], 0);
 }
 
 static bool intake_stopping(intake *in)
@@ -464,6 +481,12 @@ static cp_status scan_tree(intake *in, const char *dir, int depth, cp_error *err
 
     watch_dir(in, dir);
     st = share_list(in->sh, dir, on_entry, &lc, err);
+    /* A subfolder removed meanwhile, or closed to us, is passed over, not the share down. */
+    if (depth > 0 && (st == CP_ERR_NOT_FOUND || st == CP_ERR_FORBIDDEN)) {
+        if (err != NULL)
+            cp_error_clear(err);
+        st = CP_OK;
+    }
     for (size_t i = 0; i < lc.sub_count; i++) {
         if (st == CP_OK && depth + 1 < INGEST_SCAN_DEPTH_MAX &&
             in->item_count < INGEST_SCAN_FILES_MAX)
@@ -503,6 +526,7 @@ typedef struct take_result {
     char sop_uid[INDEX_UID_MAX + 1];
     char detail[CP_ERROR_DETAIL_MAX];
     bool read_failed;           /* the share failed: it is down */
+    bool gone;                  /* removed since the listing: nothing to do */
 } take_result;
 
 static bool is_dicomdir_name(const char *path)
@@ -760,6 +784,7 @@ static void take_bytes(worker *w, const scan_item *it, take_result *tr)
         snprintf(tr->detail, sizeof tr->detail, "%s", err.detail);
         /* A file gone between the listing and now is not a share failure. */
         tr->read_failed = err.status != CP_ERR_NOT_FOUND;
+        tr->gone = err.status == CP_ERR_NOT_FOUND;
         goto done;
     }
     src.file = f;
@@ -839,6 +864,8 @@ static cp_status take_file(worker *w, const scan_item *it, cp_error *err)
     if (tr.read_failed)
         return cp_error_set(err, CP_ERR_UNAVAILABLE, CP_ERROR_NO_OFFSET, CP_ERROR_NO_TAG,
                             "%s", tr.detail);
+    if (tr.outcome == NULL && tr.gone)
+        return CP_OK;
     if (tr.outcome == NULL) {
         say(in, CP_LOG_WARN, "intake.file_deferred", "source=%s detail=\"%s\"", in->name,
             tr.detail);
@@ -1038,6 +1065,7 @@ void *intake_run(void *arg)
 {
     intake *in = arg;
 
+    count_register(in);
     say(in, CP_LOG_INFO, "intake.started", "source=%s url=%s kind=%s after=%s "
         "poll_seconds=%" PRId64 " stable_seconds=%" PRId64 " institution=%" PRId64, in->name,
         share_display(in->sh), share_kind(in->sh),

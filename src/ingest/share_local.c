@@ -27,10 +27,13 @@ typedef struct local_file {
 static cp_status os_error(cp_error *err, const char *call, const char *path)
 {
     cp_status st = errno == ENOENT ? CP_ERR_NOT_FOUND
-                 : errno == ENOMEM ? CP_ERR_NOMEM : CP_ERR_IO;
+                 : errno == ENOMEM ? CP_ERR_NOMEM
+                 : errno == EACCES || errno == EPERM ? CP_ERR_FORBIDDEN : CP_ERR_IO;
 
-    return cp_error_set(err, st, CP_ERROR_NO_OFFSET, CP_ERROR_NO_TAG, "%s \"%s\": %s", call,
-                        path, strerror(errno));
+    /* Paths below the root may name patients: the detail goes to logs, so not them. */
+    return cp_error_set(err, st, CP_ERROR_NO_OFFSET, CP_ERROR_NO_TAG, "%s %s: %s", call,
+                        path[0] != '\0' ? "(below the root)" : "(the root folder)",
+                        strerror(errno));
 }
 
 static cp_status full_path(const local_share *ls, const char *path, char *out, size_t size,
@@ -55,7 +58,7 @@ static cp_status local_check(void *impl, cp_error *err)
     struct stat sb;
 
     if (stat(ls->root, &sb) != 0)
-        return os_error(err, "stat", ls->root);
+        return os_error(err, "stat", "");
     if (!S_ISDIR(sb.st_mode))
         return cp_error_set(err, CP_ERR_IO, CP_ERROR_NO_OFFSET, CP_ERROR_NO_TAG,
                             "\"%s\" is not a folder", ls->root);
@@ -81,7 +84,7 @@ static cp_status local_list(void *impl, const char *path, share_list_fn fn, void
         return st;
     d = opendir(dir);
     if (d == NULL)
-        return os_error(err, "opendir", dir);
+        return os_error(err, "opendir", path);
     while ((de = readdir(d)) != NULL) {
         struct stat sb;
         share_entry e;

@@ -92,8 +92,10 @@ static cp_status smb_error(cp_error *err, const char *call, const char *path)
         st = CP_ERR_IO;
         break;
     }
-    return cp_error_set(err, st, CP_ERROR_NO_OFFSET, CP_ERROR_NO_TAG, "%s \"%s\": %s", call,
-                        path[0] != '\0' ? path : "/", strerror(e));
+    /* Paths below the root may name patients: the detail goes to logs, so not them. */
+    return cp_error_set(err, st, CP_ERROR_NO_OFFSET, CP_ERROR_NO_TAG, "%s %s: %s", call,
+                        path[0] != '\0' ? "(below the root)" : "(the root folder)",
+                        strerror(e));
 }
 
 /* Appends s to out percent-encoded, keeping '/' when keep_slash. */
