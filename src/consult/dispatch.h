@@ -112,6 +112,12 @@ typedef struct dispatch_config {
     int64_t (*now_us)(void);            /* NULL: the real clock */
     void (*on_event)(void *ctx, const dispatch_event *e);  /* may be NULL */
     void *event_ctx;
+    /*
+     * Added: how long the timer lease lives without renewal, in
+     * milliseconds (0: DISPATCH_LEASE_MS). Tests lower it; it must stay
+     * well above the one-second tick that renews it.
+     */
+    unsigned lease_ms;
 } dispatch_config;
 
 cp_status dispatch_create(const dispatch_config *cfg, dispatch **out, cp_error *err);

@@ -107,6 +107,13 @@ cp_status order_store_open_sqlite(const char *path, order_store **out, cp_error 
 void order_store_close(order_store *s);
 
 /*
+ * Added: the clock event times and created_us are taken from (NULL: the
+ * real clock), so that a dispatch engine under a test clock writes
+ * histories in its own time. dispatch_create sets it from its config.
+ */
+void order_store_set_clock(order_store *s, int64_t (*now_us)(void));
+
+/*
  * Creates an order in state submitted (o->id, version, created_us set),
  * with its first event. CP_ERR_EXISTS when an open order for the same study
  * exists already.

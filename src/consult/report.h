@@ -140,7 +140,36 @@ typedef cp_status (*report_version_fn)(void *ctx, const report_version *v);
 cp_status report_versions(report_store *s, int64_t order_id, report_version_fn fn, void *ctx,
                           cp_error *err);
 
-/* The canonical text a released version's signature covers, appended to out. */
+/*
+ * The canonical text a released version's signature covers, appended to out.
+ *
+ * Added: the format. UTF-8, one "key: value" line per field, each line
+ * ending with a single LF, in exactly this order:
+ *
+ *   cloudpacs-report: 1         (the format's version)
+ *   order: <order id>
+ *   study: <Study Instance UID>
+ *   accession: <text>
+ *   issuer: <text>              (issuer of patient id)
+ *   patient: <text>             (patient id)
+ *   requesting: <institution id>
+ *   reading: <institution id>
+ *   version: <n>
+ *   author: <user id>
+ *   reviewer: <user id>
+ *   written: <µs since 1970 UTC>
+ *   reviewed: <µs>
+ *   released: <µs>
+ *   critical: yes | no
+ *   findings: <text>
+ *   impression: <text>
+ *
+ * Numbers are decimal without padding. In a text value, backslash is
+ * written "\\", LF "\n", CR "\r" and every other byte below 0x20 and 0x7F
+ * "\xHH" (two upper-case hex digits), so a value is always one line and no
+ * value can fake another key. The signature is Ed25519 over these bytes,
+ * base64 (RFC 4648, padded) in report_version.signature.
+ */
 cp_status report_signed_text(const report_version *v, const order *o, cp_buf *out);
 
 /* The public key (base64) and a check of a released version's signature. */
