@@ -9,10 +9,12 @@
  * arena owned by the dcm_file: a few large blocks, freed at once. While a
  * data set is open its elements collect in a scratch array reused from one
  * item to the next at the same depth; when it closes they are copied once
- * into the arena, so building costs no allocation per element.
+ * into the arena (the top level's array is not copied but becomes a block
+ * of the arena), so building costs no allocation per element.
  */
 #include "dicom/dataset.h"
 
+#include <fcntl.h>
 #include <stdalign.h>
 #include <string.h>
 
@@ -91,6 +93,29 @@ static void *arena_alloc(arena *a, size_t n)
     a->head = c;
     a->next_size = size * 2 > ARENA_CHUNK_MAX ? ARENA_CHUNK_MAX : size * 2;
     return chunk_data(c);
+}
+
+/*
+ * Takes a block of the source into the arena (dcm_source_hand_over): it
+ * holds values taken where they were read, and goes behind the current
+ * chunk as one with no room, so only arena_free touches it.
+ */
+_Static_assert(ARENA_HEADER <= DCM_SOURCE_BLOCK_RESERVED,
+               "a source block has room for an arena chunk header");
+
+static void arena_adopt(void *ctx, void *block)
+{
+    arena *a = ctx;
+    arena_chunk *c = block;
+
+    c->size = c->used = 0;
+    if (a->head != NULL) {
+        c->next = a->head->next;
+        a->head->next = c;
+    } else {
+        c->next = NULL;
+        a->head = c;
+    }
 }
 
 static void arena_free(arena *a)
@@ -390,14 +415,31 @@ size_t dcm_element_string_count(const dcm_element *el)
     return count;
 }
 
+/* Whether a string element has no value: nothing, or only padding. */
+static bool string_blank(const dcm_element *el)
+{
+    for (size_t i = 0; i < el->value_length; i++) {
+        if (el->value[i] != ' ' && el->value[i] != '\0')
+            return false;
+    }
+    return true;
+}
+
 cp_status dcm_element_get_string(const dcm_element *el, size_t index, const char **text,
                                  size_t *len)
 {
     size_t start, end;
+    bool missing;
 
     if (el == NULL || !dcm_vr_is_string(el->vr))
         return CP_ERR_INVALID;
-    if (index >= dcm_element_string_count(el) || !string_slice(el, index, &start, &end))
+
+    /* The first value, asked for most, needs no count of the others. */
+    if (index == 0)
+        missing = el->value == NULL || string_blank(el);
+    else
+        missing = index >= dcm_element_string_count(el);
+    if (missing || !string_slice(el, index, &start, &end))
         return CP_ERR_NOT_FOUND;
 
     while (end > start && (el->value[end - 1] == ' ' || el->value[end - 1] == '\0'))
@@ -483,9 +525,21 @@ cp_status dcm_element_read_value(const dcm_element *el, dcm_source *src, cp_buf 
 /* --- building the tree from parser events ----------------------------------------- */
 
 #define BUILDER_FRAMES_MAX (2 * DCM_SEQUENCE_DEPTH_MAX + 2)
+/*
+ * Frames kept in the builder itself, as in parser.c: a builder this small
+ * comes from the allocator's per-thread cache; deeper nesting moves the
+ * frames to an array of BUILDER_FRAMES_MAX.
+ */
+#define BUILDER_FRAMES_INLINE 8
 
 /* First scratch of a depth; it doubles as needed and is reused by later items. */
 #define SCRATCH_FIRST (2u * 1024)
+/*
+ * First scratch of the top level of the main data set, which is filled once
+ * and then handed to the arena (scratch_adopt): room for the 200 or so
+ * elements of a modality's header without growing.
+ */
+#define SCRATCH_FIRST_TOP (16u * 1024)
 
 enum { BF_DATASET, BF_SEQUENCE, BF_FRAGMENTS };
 
@@ -508,7 +562,6 @@ typedef struct {
     dcm_parser *parser;
     dcm_source *src;
     bool can_pread;
-    bool size_known;
     bool inflated;          /* reading a deflated data set: offsets count inflated bytes */
     uint32_t threshold;
     bool meta;              /* reading group 0002: stop where it ends */
@@ -516,25 +569,71 @@ typedef struct {
     uint64_t meta_end;      /* end given by (0002,0000), or 0 */
     uint32_t nframes;
     uint32_t used;          /* frames whose scratch has been set up */
-    build_frame frames[BUILDER_FRAMES_MAX];
+    build_frame *frames;    /* frames_inline, or BUILDER_FRAMES_MAX of them on the heap */
+    build_frame frames_inline[BUILDER_FRAMES_INLINE];
 } builder;
 
+/*
+ * A scratch block starts with room for an arena chunk header, so that the
+ * top-level data set's elements, the largest block, move into the arena by
+ * linking the block in (scratch_adopt) instead of being copied.
+ */
+static arena_chunk *scratch_chunk(const scratch *s)
+{
+    return s->data == NULL ? NULL : (arena_chunk *)((uint8_t *)s->data - ARENA_HEADER);
+}
+
+static void scratch_free(scratch *s)
+{
+    cp_free(scratch_chunk(s));
+    s->data = NULL;
+    s->cap = 0;
+}
+
 /* cap counts bytes: the scratch of a depth serves sequences and fragments in turn. */
-static void *scratch_push(scratch *s, size_t size)
+static void *scratch_push(scratch *s, size_t size, size_t first)
 {
     if ((s->len + 1) * size > s->cap) {
-        size_t cap = s->cap == 0 ? SCRATCH_FIRST : s->cap * 2;
-        void *grown;
+        size_t cap = s->cap == 0 ? first : s->cap * 2;
+        uint8_t *grown;
 
         while (cap < (s->len + 1) * size)
             cap *= 2;
-        grown = cp_realloc(s->data, cap);
+        grown = cp_realloc(scratch_chunk(s), ARENA_HEADER + cap);
         if (grown == NULL)
             return NULL;
-        s->data = grown;
+        s->data = grown + ARENA_HEADER;
         s->cap = cap;
     }
     return (uint8_t *)s->data + s->len++ * size;
+}
+
+/*
+ * Moves the entries of s into the arena without copying them: the block
+ * (trimmed to what is used) becomes a chunk of its own, behind the current
+ * one, and s starts over empty. NULL for none (or on OOM, s unchanged).
+ */
+static void *scratch_adopt(arena *a, scratch *s, size_t size)
+{
+    size_t used = s->len * size;
+    arena_chunk *c;
+
+    if (s->len == 0)
+        return NULL;
+    c = cp_realloc(scratch_chunk(s), ARENA_HEADER + used);
+    if (c == NULL)
+        return NULL;
+    c->size = c->used = used;
+    if (a->head != NULL) {
+        c->next = a->head->next;
+        a->head->next = c;
+    } else {
+        c->next = NULL;
+        a->head = c;
+    }
+    s->data = NULL;
+    s->cap = 0;
+    return chunk_data(c);
 }
 
 /* A copy in the arena of the n entries of s; NULL for none (or on OOM). */
@@ -555,10 +654,20 @@ static build_frame *builder_top(builder *b)
     return &b->frames[b->nframes - 1];
 }
 
+/* Opens a frame; NULL when the frames must move to the heap and cannot. */
 static build_frame *builder_push(builder *b, int kind)
 {
-    build_frame *f = &b->frames[b->nframes++];
+    build_frame *f;
 
+    if (b->nframes == BUILDER_FRAMES_INLINE && b->frames == b->frames_inline) {
+        build_frame *all = cp_malloc(BUILDER_FRAMES_MAX * sizeof *all);
+
+        if (all == NULL)
+            return NULL;
+        memcpy(all, b->frames_inline, sizeof b->frames_inline);
+        b->frames = all;
+    }
+    f = &b->frames[b->nframes++];
     if (b->nframes > b->used) {
         f->v.data = NULL;
         f->v.cap = 0;
@@ -585,7 +694,10 @@ static cp_status builder_close(builder *b, uint64_t end_offset)
 
     if (f->kind == BF_DATASET) {
         f->ds->count = (uint32_t)f->v.len;
-        f->ds->elements = scratch_keep(b, &f->v, sizeof(dcm_element));
+        if (b->nframes == 1)
+            f->ds->elements = scratch_adopt(b->arena, &f->v, sizeof(dcm_element));
+        else
+            f->ds->elements = scratch_keep(b, &f->v, sizeof(dcm_element));
         if (f->v.len > 0 && f->ds->elements == NULL) {
             f->ds->count = 0;
             st = CP_ERR_NOMEM;
@@ -663,6 +775,7 @@ static cp_status builder_value(builder *b, const dcm_event *ev, const uint8_t **
     bool load = !b->can_pread || ev->length <= b->threshold || b->meta ||
                 ev->tag == DCM_TAG_SPECIFIC_CHARACTER_SET;
     uint8_t *copy;
+    uint64_t size;
     size_t got;
     cp_status st;
 
@@ -683,7 +796,24 @@ static cp_status builder_value(builder *b, const dcm_event *ev, const uint8_t **
         *data = empty_value;
         return CP_OK;
     }
-    if (!b->size_known && ev->available > STREAM_VALUE_PIECE)
+    /*
+     * A short value of a file stays where it was read, in the source's
+     * buffer, which the file adopts at the end (dcm_file_read): no copy and
+     * no allocation per value.
+     */
+    if (ev->available <= DCM_SOURCE_TAKE_MAX) {
+        st = dcm_parser_take_value(b->parser, data, err);
+        if (st != CP_ERR_UNSUPPORTED) {
+            if (st != CP_OK) {
+                *data = empty_value;
+                *value_length = 0;
+            }
+            return st;
+        }
+    }
+
+    /* The size is asked for only here: a file learns it with a system call. */
+    if (ev->available > STREAM_VALUE_PIECE && !dcm_source_size(b->src, &size))
         return builder_stream_value(b, ev, data, value_length, err);
 
     copy = arena_alloc(b->arena, (size_t)ev->available);
@@ -698,7 +828,8 @@ static cp_status builder_value(builder *b, const dcm_event *ev, const uint8_t **
 static cp_status builder_element(builder *b, const dcm_event *ev, cp_error *err)
 {
     build_frame *f = builder_top(b);
-    dcm_element *el = scratch_push(&f->v, sizeof *el);
+    dcm_element *el = scratch_push(&f->v, sizeof *el, b->nframes == 1 && !b->meta ?
+                                                      SCRATCH_FIRST_TOP : SCRATCH_FIRST);
     cp_status st;
 
     if (el == NULL)
@@ -714,10 +845,13 @@ static cp_status builder_element(builder *b, const dcm_event *ev, cp_error *err)
     f->last_tag = ev->tag;
 
     if (ev->type == DCM_EVENT_SEQUENCE_BEGIN) {
+        size_t index = f->v.len - 1;
         build_frame *child = builder_push(b, ev->flags & DCM_ELEMENT_ENCAPSULATED ?
                                              BF_FRAGMENTS : BF_SEQUENCE);
 
-        child->element = f->v.len - 1;
+        if (child == NULL)
+            return builder_nomem(err, ev);
+        child->element = index;
         return CP_OK;
     }
 
@@ -739,7 +873,7 @@ static cp_status builder_item(builder *b, const dcm_event *ev, cp_error *err)
 {
     build_frame *seq = builder_top(b);
     const dcm_dataset *parent = b->frames[b->nframes - 2].ds;
-    dcm_dataset **slot = scratch_push(&seq->v, sizeof *slot);
+    dcm_dataset **slot = scratch_push(&seq->v, sizeof *slot, SCRATCH_FIRST);
     dcm_dataset *ds = arena_alloc(b->arena, sizeof *ds);
     build_frame *f;
 
@@ -756,6 +890,8 @@ static cp_status builder_item(builder *b, const dcm_event *ev, cp_error *err)
     *slot = ds;
 
     f = builder_push(b, BF_DATASET);
+    if (f == NULL)
+        return builder_nomem(err, ev);
     f->ds = ds;
     return CP_OK;
 }
@@ -763,7 +899,7 @@ static cp_status builder_item(builder *b, const dcm_event *ev, cp_error *err)
 static cp_status builder_fragment(builder *b, const dcm_event *ev, cp_error *err)
 {
     build_frame *f = builder_top(b);
-    dcm_fragment *frag = scratch_push(&f->v, sizeof *frag);
+    dcm_fragment *frag = scratch_push(&f->v, sizeof *frag, SCRATCH_FIRST);
     uint64_t value_length;
     uint32_t flags = 0;
     cp_status st;
@@ -874,7 +1010,8 @@ static builder *builder_create(file_impl *fi, const dcm_read_options *opts)
 
     if (b == NULL)
         return NULL;
-    memset(b, 0, offsetof(builder, frames));
+    memset(b, 0, offsetof(builder, frames_inline));
+    b->frames = b->frames_inline;
     b->arena = &fi->arena;
     b->threshold = opts->bulk_threshold == 0 ? DCM_BULK_THRESHOLD_DEFAULT
                                              : opts->bulk_threshold;
@@ -886,7 +1023,9 @@ static void builder_destroy(builder *b)
     if (b == NULL)
         return;
     for (size_t i = 0; i < b->used; i++)
-        cp_free(b->frames[i].v.data);
+        scratch_free(&b->frames[i].v);
+    if (b->frames != b->frames_inline)
+        cp_free(b->frames);
     cp_free(b);
 }
 
@@ -899,7 +1038,6 @@ static cp_status read_dataset(builder *b, dcm_source *src, const dcm_parser_opti
                               bool *stopped, cp_error *err)
 {
     build_frame *root;
-    uint64_t size;
     cp_status st, closing = CP_OK;
 
     *stopped = false;
@@ -907,7 +1045,6 @@ static cp_status read_dataset(builder *b, dcm_source *src, const dcm_parser_opti
     b->src = src;
     b->parser = NULL;
     b->can_pread = dcm_source_can_pread(src);
-    b->size_known = dcm_source_size(src, &size);
     b->meta = meta;
     b->meta_start = dcm_source_offset(src);
     b->meta_end = 0;
@@ -1072,8 +1209,12 @@ static cp_status read_body(file_impl *fi, builder *b, dcm_source *src,
     return st;
 }
 
-cp_status dcm_file_read(dcm_source *src, const dcm_read_options *opts, dcm_file **out,
-                        cp_error *err)
+/*
+ * dcm_file_read; last tells that src will only be destroyed afterwards, so
+ * that the buffer holding the values goes to the file as it is.
+ */
+static cp_status file_read(dcm_source *src, const dcm_read_options *opts, bool last,
+                           dcm_file **out, cp_error *err)
 {
     static const dcm_read_options defaults = { 0 };
     const dcm_transfer_syntax *ts;
@@ -1123,6 +1264,8 @@ cp_status dcm_file_read(dcm_source *src, const dcm_read_options *opts, dcm_file 
 
 done:
     builder_destroy(b);
+    /* The values taken where they were read live on in the source's buffers. */
+    dcm_source_hand_over(src, last, arena_adopt, &fi->arena);
     if (fi->file.transfer_syntax == NULL)
         fi->file.transfer_syntax = &dcm_ts_explicit_le;
     if (st != CP_OK)
@@ -1131,17 +1274,29 @@ done:
     return st;
 }
 
+cp_status dcm_file_read(dcm_source *src, const dcm_read_options *opts, dcm_file **out,
+                        cp_error *err)
+{
+    return file_read(src, opts, false, out, err);
+}
+
 cp_status dcm_file_read_path(const char *path, const dcm_read_options *opts, dcm_file **out,
                              cp_error *err)
+{
+    return dcm_file_read_path_at(AT_FDCWD, path, opts, out, err);
+}
+
+cp_status dcm_file_read_path_at(int dirfd, const char *path, const dcm_read_options *opts,
+                                dcm_file **out, cp_error *err)
 {
     dcm_source *src;
     cp_status st;
 
     *out = NULL;
-    st = dcm_source_open_file(path, &src, err);
+    st = dcm_source_open_file_at(dirfd, path, &src, err);
     if (st != CP_OK)
         return st;
-    st = dcm_file_read(src, opts, out, err);
+    st = file_read(src, opts, true, out, err);
     dcm_source_destroy(src);
     return st;
 }

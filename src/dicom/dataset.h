@@ -203,6 +203,13 @@ cp_status dcm_file_read(dcm_source *src, const dcm_read_options *opts, dcm_file 
 cp_status dcm_file_read_path(const char *path, const dcm_read_options *opts, dcm_file **out,
                              cp_error *err);
 
+/*
+ * Added for directory walks: dcm_file_read_path with path relative to the
+ * directory open as dirfd (see dcm_source_open_file_at).
+ */
+cp_status dcm_file_read_path_at(int dirfd, const char *path, const dcm_read_options *opts,
+                                dcm_file **out, cp_error *err);
+
 void dcm_file_destroy(dcm_file *file);
 
 #endif

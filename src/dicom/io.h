@@ -40,6 +40,15 @@ dcm_source *dcm_source_create(const dcm_source_ops *ops, void *ctx);
 cp_status dcm_source_open_file(const char *path, dcm_source **out, cp_error *err);
 
 /*
+ * Added for directory walks: like dcm_source_open_file, with a relative path
+ * taken from the directory open as dirfd (openat(2); AT_FDCWD for the
+ * working directory), so that reading the files of one directory resolves
+ * the directory's own path once, not once per file.
+ */
+cp_status dcm_source_open_file_at(int dirfd, const char *path, dcm_source **out,
+                                  cp_error *err);
+
+/*
  * A source over len bytes at data, which are not copied and must outlive the
  * source. NULL on OOM.
  */
@@ -86,6 +95,43 @@ cp_status dcm_source_pread(dcm_source *src, uint64_t offset, void *buf, size_t l
  * declared length against the bytes left when it can.
  */
 bool dcm_source_size(const dcm_source *src, uint64_t *size);
+
+/*
+ * Added for the parser: the bytes left in the input from the current
+ * position, or `want` when there are at least that many, so that a declared
+ * length is checked before anything is allocated for it without asking a
+ * file for its size (a system call) when the bytes are at hand: those
+ * buffered answer at once, and a file reads a value of up to 8 KiB ahead,
+ * as its reader is about to ask for it anyway. UINT64_MAX when the bytes
+ * are not buffered and the size is not known (a stream).
+ */
+uint64_t dcm_source_left(dcm_source *src, uint64_t want);
+
+/*
+ * Added for the reader, which keeps the short values of a file where they
+ * were read instead of copying each: consumes the next len bytes (at most
+ * DCM_SOURCE_TAKE_MAX) and points at them in the source's own buffer, where
+ * they stay until dcm_source_hand_over gives the buffer away or the source
+ * is destroyed. Only a file's source does this: CP_ERR_UNSUPPORTED for the
+ * others (a stream's buffers would be kept for a few bytes each, a memory
+ * block is the caller's), and nothing is consumed then. CP_ERR_TRUNCATED
+ * when the input ends first.
+ */
+#define DCM_SOURCE_TAKE_MAX (8u * 1024)
+cp_status dcm_source_take(dcm_source *src, size_t len, const uint8_t **ptr);
+
+/*
+ * Added for the reader: hands every buffer holding bytes given out by
+ * dcm_source_take to adopt(ctx, block), whose caller then owns the block,
+ * frees it with cp_free, and may use its first DCM_SOURCE_BLOCK_RESERVED
+ * bytes (the bytes taken lie after them). The source goes on from where it
+ * was with a buffer of its own; if last, or if no memory is left for that
+ * buffer, it gives its present one away and every later read fails
+ * (CP_ERR_UNSUPPORTED): for a source about to be destroyed.
+ */
+#define DCM_SOURCE_BLOCK_RESERVED 32u
+void dcm_source_hand_over(dcm_source *src, bool last, void (*adopt)(void *ctx, void *block),
+                          void *ctx);
 
 /*
  * Tells a source made by dcm_source_create the size of its whole input, so

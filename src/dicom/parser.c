@@ -29,6 +29,14 @@
 
 /* A sequence and its item open per level of depth, plus the top level. */
 #define PARSER_FRAMES_MAX (2 * DCM_SEQUENCE_DEPTH_MAX + 2)
+/*
+ * Frames kept in the parser itself: a header rarely nests sequences more
+ * than three deep, and a parser this small (under 1 KiB) comes from the
+ * allocator's per-thread cache, where one with all PARSER_FRAMES_MAX frames
+ * (5 KiB) took the slower path, twice for every file. Deeper nesting moves
+ * the frames to an array of PARSER_FRAMES_MAX.
+ */
+#define PARSER_FRAMES_INLINE 8
 
 /* Longest Private Creator value (LO, PS3.5 6.2). */
 #define PARSER_CREATOR_MAX 64
@@ -62,9 +70,11 @@ struct dcm_parser {
     dcm_source *src;
     dcm_parser_options opts;
     uint64_t size;          /* input size, or NO_END when unknown */
+    bool size_pending;      /* size not asked for yet (parser_size) */
     uint32_t nframes;
     uint32_t depth;         /* sequences and encapsulated pixel data open */
     uint64_t elements;
+    uint32_t trail_pos;     /* top-level elements matched against vr_trail */
     uint32_t flags;
 
     /* The value after the last ELEMENT or FRAGMENT event. */
@@ -85,7 +95,8 @@ struct dcm_parser {
     uint32_t ncreators;
     uint32_t creators_cap;
 
-    parser_frame frames[PARSER_FRAMES_MAX];
+    parser_frame *frames;   /* frames_inline, or PARSER_FRAMES_MAX of them on the heap */
+    parser_frame frames_inline[PARSER_FRAMES_INLINE];
 };
 
 static uint16_t rd16(const uint8_t *b, bool be)
@@ -154,16 +165,17 @@ cp_status dcm_parser_create(dcm_source *src, const dcm_parser_options *opts,
 {
     dcm_parser *p;
     parser_frame *root;
-    uint64_t size;
 
     *out = NULL;
     p = cp_malloc(sizeof *p);
     if (p == NULL)
         return CP_ERR_NOMEM;
-    memset(p, 0, offsetof(dcm_parser, frames));
+    memset(p, 0, offsetof(dcm_parser, frames_inline));
+    p->frames = p->frames_inline;
     p->src = src;
     p->opts = *opts;
-    p->size = dcm_source_size(src, &size) ? size : NO_END;
+    p->size = NO_END;
+    p->size_pending = true;
     p->first = true;
     cp_error_clear(&p->error);
 
@@ -184,6 +196,8 @@ void dcm_parser_destroy(dcm_parser *p)
 {
     if (p == NULL)
         return;
+    if (p->frames != p->frames_inline)
+        cp_free(p->frames);
     cp_free(p->creators);
     cp_free(p);
 }
@@ -219,6 +233,21 @@ void dcm_parser_guess_syntax(const uint8_t *bytes, size_t len, bool *explicit_vr
     *big_endian = be < le && be <= 0x00FF;
 }
 
+/*
+ * The input size, asked for only when needed (the first element's syntax
+ * check): a file source learns it with a system call.
+ */
+static uint64_t parser_size(dcm_parser *p)
+{
+    uint64_t size;
+
+    if (p->size_pending) {
+        p->size_pending = false;
+        p->size = dcm_source_size(p->src, &size) ? size : NO_END;
+    }
+    return p->size;
+}
+
 /* --- value reading ------------------------------------------------------------ */
 
 static cp_status parser_value_truncated(dcm_parser *p, cp_error *err, uint64_t left)
@@ -248,6 +277,22 @@ cp_status dcm_parser_read_value(dcm_parser *p, void *buf, size_t len, size_t *go
         return parser_value_truncated(p, err,
                                       dcm_source_offset(p->src) - p->value_offset);
     }
+    return CP_OK;
+}
+
+cp_status dcm_parser_take_value(dcm_parser *p, const uint8_t **ptr, cp_error *err)
+{
+    cp_status st;
+
+    *ptr = NULL;
+    if (p->value_left != p->value_length)
+        return CP_ERR_UNSUPPORTED;
+    st = dcm_source_take(p->src, (size_t)p->value_left, ptr);
+    if (st == CP_ERR_UNSUPPORTED)
+        return st;
+    if (st != CP_OK)
+        return parser_source_failed(p, err, st, p->value_header, p->value_tag);
+    p->value_left = 0;
     return CP_OK;
 }
 
@@ -296,9 +341,9 @@ static int32_t parser_pixel_rep(const dcm_parser *p)
     return -1;
 }
 
-static bool vr_pair(const dcm_dict_entry *e, dcm_vr a, dcm_vr b)
+static bool vr_pair(dcm_vr vr, dcm_vr vr_alt, dcm_vr a, dcm_vr b)
 {
-    return (e->vr == a && e->vr_alt == b) || (e->vr == b && e->vr_alt == a);
+    return (vr == a && vr_alt == b) || (vr == b && vr_alt == a);
 }
 
 /*
@@ -307,45 +352,141 @@ static bool vr_pair(const dcm_dict_entry *e, dcm_vr a, dcm_vr b)
  * except encapsulated pixel data; US or OW (LUT Data) is US only for a
  * single-entry LUT.
  */
-static dcm_vr parser_pick_vr(const dcm_parser *p, const parser_frame *f,
-                             const dcm_dict_entry *e, uint32_t tag, uint32_t len)
+static dcm_vr parser_pick_vr(const dcm_parser *p, const parser_frame *f, dcm_vr vr,
+                             dcm_vr vr_alt, uint32_t tag, uint32_t len)
 {
-    if (e->vr_alt == DCM_VR_NONE)
-        return e->vr;
-    if (vr_pair(e, DCM_VR_US, DCM_VR_SS))
+    if (vr_alt == DCM_VR_NONE)
+        return vr;
+    if (vr_pair(vr, vr_alt, DCM_VR_US, DCM_VR_SS))
         return parser_pixel_rep(p) == 1 ? DCM_VR_SS : DCM_VR_US;
-    if (vr_pair(e, DCM_VR_OB, DCM_VR_OW))
+    if (vr_pair(vr, vr_alt, DCM_VR_OB, DCM_VR_OW))
         return tag == DCM_TAG_PIXEL_DATA && len == DCM_UNDEFINED_LENGTH ? DCM_VR_OB
                                                                        : DCM_VR_OW;
-    if (vr_pair(e, DCM_VR_US, DCM_VR_OW))
+    if (vr_pair(vr, vr_alt, DCM_VR_US, DCM_VR_OW))
         return f->lut_first == 1 ? DCM_VR_US : DCM_VR_OW;
-    return e->vr;
+    return vr;
+}
+
+/*
+ * Implicit VR asks for the VR of every element, and a run of files from one
+ * modality asks for the same few hundred public tags: a cache per thread
+ * keeps the dictionary's two VRs of each in 8 bytes, so that a hit touches
+ * neither dict.c's cache nor the entry, a line of a 200 KB table (together
+ * 5% of reading a CT header, mostly cache misses). An unknown tag is kept
+ * too, as DCM_VR_NONE. Two slots per hash, the last used first: with one,
+ * the tags of a header that share a slot (a few dozen of 300) pushed each
+ * other out in every file.
+ */
+#define VR_CACHE_SLOTS 1024u
+#define VR_CACHE_SHIFT 23       /* 32 - log2(VR_CACHE_SLOTS / 2) */
+
+typedef struct {
+    uint32_t tag;
+    uint8_t vr;
+    uint8_t vr_alt;
+    bool filled;
+} vr_cache_slot;
+
+static _Thread_local vr_cache_slot vr_cache[VR_CACHE_SLOTS];
+
+static void parser_public_vr(uint32_t tag, dcm_vr *vr, dcm_vr *vr_alt)
+{
+    /* Fibonacci hashing: the top bits of the product mix group and element. */
+    vr_cache_slot *set = &vr_cache[((uint32_t)(tag * 0x9E3779B1u) >> VR_CACHE_SHIFT) * 2];
+    vr_cache_slot found;
+
+    if (set[0].filled && set[0].tag == tag) {
+        found = set[0];
+    } else if (set[1].filled && set[1].tag == tag) {
+        found = set[1];
+        set[1] = set[0];
+        set[0] = found;
+    } else {
+        const dcm_dict_entry *e = dcm_dict_lookup(tag);
+
+        found.tag = tag;
+        found.vr = (uint8_t)(e == NULL ? DCM_VR_NONE : e->vr);
+        found.vr_alt = (uint8_t)(e == NULL ? DCM_VR_NONE : e->vr_alt);
+        found.filled = true;
+        set[1] = set[0];
+        set[0] = found;
+    }
+    *vr = (dcm_vr)found.vr;
+    *vr_alt = (dcm_vr)found.vr_alt;
+}
+
+/*
+ * The files of a series carry the same elements in the same order, so the
+ * VRs of the top level last read are kept in stream order too (a trail),
+ * and the next file's elements are matched against it in step: a run of
+ * consecutive bytes instead of a cache slot apiece. An element the trail
+ * does not have at the cursor is looked for a few entries on (an element
+ * this file lacks), or else takes the cursor's place, so that the trail
+ * follows a new kind of file within a file or two.
+ */
+#define VR_TRAIL_MAX 512u
+#define VR_TRAIL_LOOKAHEAD 4u
+
+static _Thread_local vr_cache_slot vr_trail[VR_TRAIL_MAX];
+static _Thread_local uint32_t vr_trail_len;
+
+static void parser_trail_vr(dcm_parser *p, uint32_t tag, dcm_vr *vr, dcm_vr *vr_alt)
+{
+    uint32_t pos = p->trail_pos;
+    uint32_t end = vr_trail_len - pos > VR_TRAIL_LOOKAHEAD ? pos + VR_TRAIL_LOOKAHEAD
+                                                            : vr_trail_len;
+    vr_cache_slot *slot;
+
+    for (uint32_t i = pos; i < end; i++) {
+        if (vr_trail[i].tag == tag && vr_trail[i].filled) {
+            p->trail_pos = i + 1;
+            *vr = (dcm_vr)vr_trail[i].vr;
+            *vr_alt = (dcm_vr)vr_trail[i].vr_alt;
+            return;
+        }
+    }
+
+    parser_public_vr(tag, vr, vr_alt);
+    if (pos >= VR_TRAIL_MAX)
+        return;
+    slot = &vr_trail[pos];
+    slot->tag = tag;
+    slot->vr = (uint8_t)*vr;
+    slot->vr_alt = (uint8_t)*vr_alt;
+    slot->filled = true;
+    p->trail_pos = pos + 1;
+    if (vr_trail_len < pos + 1)
+        vr_trail_len = pos + 1;
 }
 
 /* The dictionary's VR for tag in data set f; DCM_VR_NONE when nobody knows it. */
-static dcm_vr parser_dict_vr(const dcm_parser *p, const parser_frame *f, uint32_t tag,
+static dcm_vr parser_dict_vr(dcm_parser *p, const parser_frame *f, uint32_t tag,
                              uint32_t len)
 {
+    uint16_t element = DCM_TAG_ELEMENT(tag);
     const dcm_dict_entry *e;
+    const parser_creator *c;
+    dcm_vr vr, vr_alt;
 
-    if (dcm_tag_is_private(tag)) {
-        uint16_t element = DCM_TAG_ELEMENT(tag);
-        const parser_creator *c;
-
-        if (element == 0)
-            return DCM_VR_UL;
-        if (element >= 0x0010 && element <= 0x00FF)
-            return DCM_VR_LO;
-        if (element < 0x1000)
-            return DCM_VR_NONE;
-        c = parser_find_creator(p, f, DCM_TAG_GROUP(tag), (uint8_t)(element >> 8));
-        if (c == NULL)
-            return DCM_VR_NONE;
-        e = dcm_dict_lookup_private(c->text, c->len, tag);
-    } else {
-        e = dcm_dict_lookup(tag);
+    if (!dcm_tag_is_private(tag)) {
+        if (p->nframes == 1)
+            parser_trail_vr(p, tag, &vr, &vr_alt);
+        else
+            parser_public_vr(tag, &vr, &vr_alt);
+        return parser_pick_vr(p, f, vr, vr_alt, tag, len);
     }
-    return e == NULL ? DCM_VR_NONE : parser_pick_vr(p, f, e, tag, len);
+
+    if (element == 0)
+        return DCM_VR_UL;
+    if (element >= 0x0010 && element <= 0x00FF)
+        return DCM_VR_LO;
+    if (element < 0x1000)
+        return DCM_VR_NONE;
+    c = parser_find_creator(p, f, DCM_TAG_GROUP(tag), (uint8_t)(element >> 8));
+    if (c == NULL)
+        return DCM_VR_NONE;
+    e = dcm_dict_lookup_private(c->text, c->len, tag);
+    return e == NULL ? DCM_VR_NONE : parser_pick_vr(p, f, e->vr, e->vr_alt, tag, len);
 }
 
 /*
@@ -418,12 +559,24 @@ static const char *frame_name(const parser_frame *f)
     return "item";
 }
 
+/* Opens a container; NULL when the frames must move to the heap and cannot. */
 static parser_frame *parser_push(dcm_parser *p, uint8_t kind, uint32_t tag,
                                  uint64_t header_offset, uint64_t value_offset,
                                  uint32_t length)
 {
-    const parser_frame *parent = parser_top(p);
-    parser_frame *f = &p->frames[p->nframes++];
+    const parser_frame *parent;
+    parser_frame *f;
+
+    if (p->nframes == PARSER_FRAMES_INLINE && p->frames == p->frames_inline) {
+        parser_frame *all = cp_malloc(PARSER_FRAMES_MAX * sizeof *all);
+
+        if (all == NULL)
+            return NULL;
+        memcpy(all, p->frames_inline, sizeof p->frames_inline);
+        p->frames = all;
+    }
+    parent = parser_top(p);
+    f = &p->frames[p->nframes++];
 
     f->kind = kind;
     f->explicit_vr = parent->explicit_vr;
@@ -470,6 +623,9 @@ static cp_status parser_open(dcm_parser *p, cp_error *err, dcm_event *ev, uint8_
         return parser_fail(p, err, CP_ERR_LIMIT, ev->header_offset, ev->tag,
                            "sequences nested deeper than %d", DCM_SEQUENCE_DEPTH_MAX);
     f = parser_push(p, kind, ev->tag, ev->header_offset, ev->offset, ev->length);
+    if (f == NULL)
+        return parser_fail(p, err, CP_ERR_NOMEM, ev->header_offset, ev->tag,
+                           "out of memory");
 
     /* The content of a UN sequence is Implicit VR Little Endian (PS3.5 6.2.2). */
     if (implicit_le) {
@@ -566,8 +722,9 @@ static void parser_detect_vr(dcm_parser *p, parser_frame *f, const uint8_t *h, s
     } else if (!f->explicit_vr && vr_ok) {
         /* Two letters as the low half of an implicit length mean at least 16 KiB. */
         uint32_t implicit_len = rd32(h + 4, f->big_endian);
+        uint64_t size = parser_size(p);
 
-        if (p->size != NO_END && implicit_len <= p->size - offset - 8)
+        if (size != NO_END && implicit_len <= size - offset - 8)
             return;
         f->explicit_vr = true;
         p->flags |= DCM_PARSER_SYNTAX_MISMATCH;
@@ -633,7 +790,8 @@ static cp_status parser_element(dcm_parser *p, cp_error *err, parser_frame *f,
     p->value_tag = ev->tag;
     p->value_length = ev->length;
 
-    left = p->size == NO_END ? NO_END : p->size - ev->offset;
+    /* The source stands at the value: what it has left is what the value can have. */
+    left = dcm_source_left(p->src, ev->length);
     if (ev->length > left) {
         ev->available = left;
         ev->flags |= DCM_ELEMENT_TRUNCATED;
@@ -682,7 +840,10 @@ static cp_status parser_item(dcm_parser *p, cp_error *err, parser_frame *f,
         ev->type = DCM_EVENT_ITEM_BEGIN;
         if (ev->length == DCM_UNDEFINED_LENGTH)
             ev->flags |= DCM_ELEMENT_UNDEFINED_LENGTH;
-        parser_push(p, FRAME_DATASET, ev->tag, ev->header_offset, ev->offset, ev->length);
+        if (parser_push(p, FRAME_DATASET, ev->tag, ev->header_offset, ev->offset,
+                        ev->length) == NULL)
+            return parser_fail(p, err, CP_ERR_NOMEM, ev->header_offset, ev->tag,
+                               "out of memory");
         return CP_OK;
     }
 
@@ -696,7 +857,7 @@ static cp_status parser_item(dcm_parser *p, cp_error *err, parser_frame *f,
     p->value_offset = ev->offset;
     p->value_tag = ev->tag;
     p->value_length = ev->length;
-    left = p->size == NO_END ? NO_END : p->size - ev->offset;
+    left = dcm_source_left(p->src, ev->length);
     if (ev->length > left) {
         ev->available = left;
         ev->flags |= DCM_ELEMENT_TRUNCATED;

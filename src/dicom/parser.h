@@ -113,6 +113,15 @@ cp_status dcm_parser_next(dcm_parser *p, dcm_event *ev, cp_error *err);
 cp_status dcm_parser_read_value(dcm_parser *p, void *buf, size_t len, size_t *got,
                                 cp_error *err);
 
+/*
+ * Added for the reader: takes the whole current value (nothing of it read
+ * yet, at most DCM_SOURCE_TAKE_MAX bytes) with dcm_source_take: *ptr points
+ * at it in the source's buffer, which the caller must then adopt with
+ * dcm_source_hand_over. CP_ERR_UNSUPPORTED, with nothing consumed and no
+ * error recorded, when the source cannot do that.
+ */
+cp_status dcm_parser_take_value(dcm_parser *p, const uint8_t **ptr, cp_error *err);
+
 /* Skips what is left of the current value. */
 cp_status dcm_parser_skip_value(dcm_parser *p, cp_error *err);
 
