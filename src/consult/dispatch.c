@@ -307,6 +307,7 @@ void dispatch_rules_default(dispatch_rules *r)
     r->report_s[ORDER_URGENT] = 1200;
     r->ack_s = 120;
     r->alert_percent = 80;
+    r->fallback_percent = 60;
     r->cap_units = 6;
     r->visible_max = 5;
     r->presence_s = 60;
@@ -461,6 +462,8 @@ cp_status dispatch_rules_from_config(const cp_config *cfg, dispatch_rules *r, cp
         st = rule_minutes(cfg, "cooldown_minutes", &r->cooldown_s, 0, err);
     if (st == CP_OK)
         st = rule_int(cfg, "alert_percent", &r->alert_percent, 1, 100, err);
+    if (st == CP_OK)
+        st = rule_int(cfg, "fallback_percent", &r->fallback_percent, 1, 100, err);
     if (st == CP_OK)
         st = rule_int(cfg, "cap_units", &r->cap_units, 1, 1000, err);
     if (st == CP_OK)
@@ -1842,7 +1845,7 @@ static cp_status timer_add(dispatch *d, const char *kind, int64_t id, int64_t du
     return st;
 }
 
-/* A doctor fit to take a fallback order, with their load. */
+/* A doctor fit to be given an order, with their load. */
 typedef struct candidate {
     int64_t id;
     int64_t reading_id;
@@ -1859,15 +1862,34 @@ static bool candidate_better(const candidate *a, const candidate *b)
     return a->id < b->id;
 }
 
-/* On-duty, online, eligible doctors for o, least loaded first, into *out. */
-static cp_status fallback_candidates(dispatch *d, const order *o, candidate **out,
-                                     size_t *count, cp_error *err)
+/* Whether member is online now. */
+static cp_status is_online(dispatch *d, const char *online, const char *member, bool *on,
+                           cp_error *err)
+{
+    kv_reply *s = NULL;
+    cp_status st;
+
+    st = kv_commandv(d->kv, &s, err, "ZSCORE", online, member, (char *)NULL);
+    if (st != CP_OK)
+        return st;
+    *on = s->type == KV_REPLY_STRING && strtod(s->str, NULL) > (double)now_us(d);
+    kv_reply_free(s);
+    return CP_OK;
+}
+
+/*
+ * Doctors who may read o and are online, least loaded first, into *out:
+ * those on the fallback roster (from_duty), or every online doctor with
+ * room for o under the cap (a doctor holding nothing always has room).
+ */
+static cp_status pick_candidates(dispatch *d, const order *o, bool from_duty,
+                                 candidate **out, size_t *count, cp_error *err)
 {
     char duty[KV_KEY_MAX], online[KV_KEY_MAX];
     numbuf nb = { .used = 0 };
     kv_reply *r = NULL;
     size_t cap = 0, n = 0;
-    int64_t now = now_us(d);
+    long long weight = (long long)o->weight;
     cp_status st;
 
     *out = NULL;
@@ -1875,30 +1897,31 @@ static cp_status fallback_candidates(dispatch *d, const order *o, candidate **ou
     if (key_of(d, duty, sizeof duty, "duty") != CP_OK ||
         key_of(d, online, sizeof online, "online") != CP_OK)
         return refuse(err, CP_ERR_LIMIT, "key too long");
-    st = kv_commandv(d->kv, &r, err, "ZRANGEBYSCORE", duty, num(&nb, now + 1), "+inf",
-                     (char *)NULL);
+    st = kv_commandv(d->kv, &r, err, "ZRANGEBYSCORE", from_duty ? duty : online,
+                     num(&nb, now_us(d) + 1), "+inf", (char *)NULL);
     if (st != CP_OK)
         return st;
 
     for (size_t i = 0; st == CP_OK && r->type == KV_REPLY_ARRAY && i < r->count; i++) {
         candidate c = { .id = strtoll(elem(r, i), NULL, 10) };
         char suffix[48], key[KV_KEY_MAX];
-        kv_reply *s = NULL;
         long long units = 0;
-        bool on = false;
+        bool on = true;
         size_t at;
 
-        st = kv_commandv(d->kv, &s, err, "ZSCORE", online, elem(r, i), (char *)NULL);
+        if (from_duty)
+            st = is_online(d, online, elem(r, i), &on, err);
         if (st != CP_OK)
             break;
-        on = s->type == KV_REPLY_STRING && strtod(s->str, NULL) > (double)now;
-        kv_reply_free(s);
         if (!on || !id_eligible(d, c.id, o, &c.reading_id))
             continue;
         snprintf(suffix, sizeof suffix, "load:%lld", (long long)c.id);
         if (key_of(d, key, sizeof key, suffix) == CP_OK)
             st = redis_int(d, &units, err, "GET", key, NULL);
         c.units = units;
+        if (st == CP_OK && !from_duty && units > 0 &&
+            units + weight > (long long)d->rules.cap_units)
+            continue;
         snprintf(suffix, sizeof suffix, "claims:%lld", (long long)c.id);
         if (st == CP_OK && key_of(d, key, sizeof key, suffix) == CP_OK)
             st = redis_int(d, &c.claims, err, "SCARD", key, NULL);
@@ -1907,7 +1930,7 @@ static cp_status fallback_candidates(dispatch *d, const order *o, candidate **ou
         if (st != CP_OK)
             break;
 
-        /* Insertion keeps the list sorted: rosters are short. */
+        /* Insertion keeps the list sorted: the doctors online are few. */
         at = n;
         while (at > 0 && candidate_better(&c, &(*out)[at - 1])) {
             (*out)[at] = (*out)[at - 1];
@@ -1926,43 +1949,68 @@ static cp_status fallback_candidates(dispatch *d, const order *o, candidate **ou
     return CP_OK;
 }
 
-/* The grab window closed: the least-loaded on-duty reader gets it, or an alert. */
-static cp_status fire_grab(dispatch *d, order *o, unsigned *fired, cp_error *err)
+/*
+ * Gives o to the first candidate that takes it: *done when one did (or the
+ * order left the pool meanwhile).
+ */
+static cp_status give_to_first(dispatch *d, order *o, bool from_duty, const char *event,
+                               bool *done, unsigned *fired, cp_error *err)
 {
     candidate *cands = NULL;
     size_t n = 0;
     cp_status st;
 
-    st = fallback_candidates(d, o, &cands, &n, err);
-    if (st != CP_OK)
-        return st;
-    for (size_t i = 0; i < n; i++) {
+    *done = false;
+    st = pick_candidates(d, o, from_duty, &cands, &n, err);
+    for (size_t i = 0; st == CP_OK && i < n && !*done; i++) {
         dispatch_grab_result res = DISPATCH_GONE;
         order got;
 
         st = claim(d, o->id, o->version, prio_index(o), cands[i].id, cands[i].reading_id,
-                   true, "fallback", 0, &res, &got, err);
-        if (st == CP_OK && res == DISPATCH_GONE) {
-            cp_free(cands);
-            return CP_OK;
-        }
-        if (st != CP_OK)
-            break;
-        if (res == DISPATCH_GRABBED) {
+                   from_duty, event, 0, &res, &got, err);
+        if (st == CP_OK && res == DISPATCH_GONE)
+            *done = true;
+        if (st == CP_OK && res == DISPATCH_GRABBED) {
             (*fired)++;
             affinity_sweep(d, NULL, cands[i].id, &got);
-            cp_free(cands);
-            return CP_OK;
+            *done = true;
         }
     }
     cp_free(cands);
-    if (st != CP_OK)
-        return st;
+    return st;
+}
 
-    /* Nobody: the centre must act; try again in a minute. */
+/*
+ * The grab window closed. First the least-loaded online doctor with room
+ * takes it; once fallback_percent of the way to the deadline has passed,
+ * the on-duty fallback reader with the least load takes it even past the
+ * cap. Keeping the two apart matters at busy hours: forcing every late
+ * order onto the roster piles them on one desk while others have room.
+ */
+static cp_status fire_grab(dispatch *d, order *o, unsigned *fired, cp_error *err)
+{
+    int64_t now = now_us(d), fallback_at, retry_at;
+    bool done = false;
+    cp_status st;
+
+    st = give_to_first(d, o, false, "auto_assigned", &done, fired, err);
+    if (st != CP_OK || done)
+        return st;
+    fallback_at = o->pooled_us + (o->deadline_us - o->pooled_us) *
+                                     (int64_t)d->rules.fallback_percent / 100;
+    if (now >= fallback_at) {
+        st = give_to_first(d, o, true, "fallback", &done, fired, err);
+        if (st != CP_OK || done)
+            return st;
+    }
+
+    /* Nobody could take it: the centre must act; try again soon. */
     emit(d, DISPATCH_EVENT_ALERT, o, "unassigned", 0);
     (*fired)++;
-    return timer_add(d, "grab", o->id, now_us(d) + DISPATCH_FALLBACK_RETRY_S * US_PER_S);
+    retry_at = now + DISPATCH_FALLBACK_RETRY_S * US_PER_S;
+    if (fallback_at > now && fallback_at < retry_at)
+        retry_at = fallback_at;
+    return timer_add(d, "grab", o->id, retry_at);
 }
 
 static cp_status fire_report(dispatch *d, order *o, bool second, unsigned *fired,

@@ -58,7 +58,11 @@ typedef struct dispatch_override {
 /* The timings and caps; every duration in seconds, indexed by order_priority. */
 typedef struct dispatch_rules {
     unsigned deadline_s[2];             /* report due: routine 7200, urgent 1800 */
-    unsigned grab_window_s[2];          /* unclaimed this long: fallback; 600, 180 */
+    /*
+     * Unclaimed this long: given to the least-loaded online doctor who may
+     * read it and has room under the cap; 600, 180.
+     */
+    unsigned grab_window_s[2];
     unsigned open_s[2];                 /* a claim must be opened within; 300, 120 */
     unsigned report_s[2];               /* claim to report, else back or escalate; 3600, 1200 */
     unsigned ack_s;                     /* an offer must be answered within; 120 */
@@ -70,6 +74,12 @@ typedef struct dispatch_rules {
     char weights[128];                  /* "CR:1,DX:1,DR:1,MG:2,CT:3,MR:4,*:2" */
     dispatch_override overrides[16];
     size_t override_count;
+    /*
+     * Still unclaimed at this share of the way to its deadline (nobody
+     * online had room): the on-duty fallback reader with the least load
+     * takes it, past the cap if need be; 60.
+     */
+    unsigned fallback_percent;
 } dispatch_rules;
 
 /* The defaults above. */
@@ -80,6 +90,7 @@ void dispatch_rules_default(dispatch_rules *r);
  * deadline_<MODALITY>_<routine|urgent>_minutes, grab_window_routine_minutes,
  * grab_window_urgent_minutes, open_routine_minutes, open_urgent_minutes,
  * report_routine_minutes, report_urgent_minutes, ack_minutes, alert_percent,
+ * fallback_percent,
  * cap_units, visible_max, presence_seconds, cooldown_minutes, weights.
  */
 cp_status dispatch_rules_from_config(const cp_config *cfg, dispatch_rules *r, cp_error *err);

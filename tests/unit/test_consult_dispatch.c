@@ -937,7 +937,7 @@ static void test_fallback(void **state)
     got = get(fx, o.id);
     assert_int_equal(got.state, ORDER_CLAIMED);
     assert_int_equal(got.doctor_id, g_doc2);
-    assert_string_equal(last_event(fx, o.id).event, "fallback");
+    assert_string_equal(last_event(fx, o.id).event, "auto_assigned");
 
     /* Nobody online and on duty: an alert, and another a minute later. */
     o = submit(fx, "9.2", "CT", "HEAD", ORDER_ROUTINE, g_clinic_a, "P2");
@@ -951,6 +951,42 @@ static void test_fallback(void **state)
     assert_int_equal(dispatch_heartbeat(fx->d, &g_p1.p, NULL), CP_OK);
     tick(fx);
     assert_int_equal(get(fx, o.id).doctor_id, g_doc1);
+}
+
+/*
+ * Nobody online has room: the order waits, with alerts, until
+ * fallback_percent of its deadline window; then the on-duty reader takes it
+ * past the cap.
+ */
+static void test_fallback_past_cap(void **state)
+{
+    fixture *fx = *state;
+    order a = submit(fx, "9.5", "CT", "CHEST", ORDER_ROUTINE, g_clinic_a, "Q1");
+    order b = submit(fx, "9.6", "CT", "CHEST", ORDER_ROUTINE, g_clinic_a, "Q2");
+    order o, got;
+
+    assert_int_equal(grab(fx, &g_p1, a.id), DISPATCH_GRABBED);
+    assert_int_equal(grab(fx, &g_p1, b.id), DISPATCH_GRABBED);
+    assert_int_equal(dispatch_open(fx->d, &g_p1.p, a.id, NULL), CP_OK);
+    assert_int_equal(dispatch_open(fx->d, &g_p1.p, b.id, NULL), CP_OK);
+    o = submit(fx, "9.7", "CT", "HEAD", ORDER_ROUTINE, g_clinic_a, "Q3");
+    assert_int_equal(dispatch_set_duty(fx->d, g_doc1, test_now() + 7200 * S, NULL), CP_OK);
+
+    /* The grab window closes: doc1 is full, nobody else is online. */
+    advance(601 * S);
+    assert_int_equal(dispatch_heartbeat(fx->d, &g_p1.p, NULL), CP_OK);
+    tick(fx);
+    assert_int_equal(get(fx, o.id).state, ORDER_POOLED);
+    assert_true(count_events(fx, DISPATCH_EVENT_ALERT, "unassigned", o.id) >= 1);
+
+    /* 60% of the two hours: the duty reader takes it, over the cap. */
+    advance((4320 - 601) * S);
+    assert_int_equal(dispatch_heartbeat(fx->d, &g_p1.p, NULL), CP_OK);
+    tick(fx);
+    got = get(fx, o.id);
+    assert_int_equal(got.state, ORDER_CLAIMED);
+    assert_int_equal(got.doctor_id, g_doc1);
+    assert_string_equal(last_event(fx, o.id).event, "fallback");
 }
 
 static void test_deadline_alert(void **state)
@@ -1244,6 +1280,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_open_lease_and_escalation, setup, teardown),
         cmocka_unit_test_setup_teardown(test_assign_answer, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fallback, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fallback_past_cap, setup, teardown),
         cmocka_unit_test_setup_teardown(test_deadline_alert, setup, teardown),
         cmocka_unit_test_setup_teardown(test_affinity, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cancel, setup, teardown),
