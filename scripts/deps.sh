@@ -16,6 +16,7 @@ build_pkgs=(
     libgnutls28-dev
     redis-server libhiredis-dev
     libsmbclient-dev libzip-dev
+    libcairo2-dev libpango1.0-dev libqrencode-dev fonts-noto-cjk
 )
 test_pkgs=(
     clang libclang-rt-14-dev
@@ -27,6 +28,7 @@ test_pkgs=(
     chromium
     fonts-wqy-microhei
     samba smbclient
+    poppler-utils zbar-tools
 )
 
 want=("${build_pkgs[@]}")

@@ -1051,4 +1051,67 @@
 /* Open orders read from SQL per page while rebuilding Redis. */
 #define DISPATCH_REBUILD_PAGE     500
 
+/* --- cloud film: share links and the report PDF (src/film) ----------------- */
+
+/*
+ * Wrong second-factor answers (birth date, last four phone digits) after
+ * which each further try of a link, or from a peer, must wait: the answers
+ * have little entropy, so throttling is what keeps them from being guessed.
+ */
+#define SHARE_DELAY_AFTER         5
+
+/* The first wait after SHARE_DELAY_AFTER wrong answers; it doubles per wrong answer. */
+#define SHARE_DELAY_BASE_MS       1000
+
+/* The longest wait between two tries before the block. */
+#define SHARE_DELAY_MAX_MS        60000
+
+/* Wrong answers after which a link (or a peer) is blocked for SHARE_BLOCK_S. */
+#define SHARE_BLOCK_AFTER         10
+
+/* Seconds a block lasts, and the window wrong answers are counted in. */
+#define SHARE_BLOCK_S             3600
+
+/* Seconds a verified share session lives (the patient proves who they are again after). */
+#define SHARE_SESSION_S           1800
+
+/* Default life of a link made for the printed report: 30 days. */
+#define SHARE_TTL_DEFAULT_S       (30 * 86400)
+
+/*
+ * Longest life of any link: the printed QR code lives as long as the
+ * paper, and outpatient records are kept 15 years (domain.md 1.1).
+ */
+#define SHARE_TTL_MAX_S           (15LL * 366 * 86400)
+
+/* Default life of a link a patient makes for another doctor: 7 days. */
+#define SHARE_CHILD_TTL_DEFAULT_S (7 * 86400)
+
+/* Links one share_list call hands out at most. */
+#define SHARE_LIST_MAX            500
+
+/* Bytes of a second-factor answer as typed ("1980-05-17", "5678"). */
+#define SHARE_ANSWER_MAX          32
+
+/* Bytes of a share URL (the base URL and the token) printed in a QR code. */
+#define SHARE_URL_MAX             512
+
+/* Milliseconds a busy index database is waited for by the share store. */
+#define SHARE_BUSY_TIMEOUT_MS     5000
+
+/* Pages of one report PDF: a report is a page or two; more is a runaway text. */
+#define PDF_PAGES_MAX             20
+
+/* Bytes of one report PDF (fonts are subset); it goes into a DICOM instance too. */
+#define PDF_FILE_MAX              (32u * 1024 * 1024)
+
+/* Bytes of each text a report PDF prints (findings, impression, names): a report's text. */
+#define PDF_TEXT_MAX              (64u * 1024)
+
+/*
+ * Lines (LF) of one text of a report PDF: PDF_PAGES_MAX pages hold about
+ * a thousand, so more is refused before pango lays it all out only to fail.
+ */
+#define PDF_LINES_MAX             1500
+
 #endif
