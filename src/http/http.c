@@ -13,6 +13,14 @@
  * A request lives from the URI-log callback (which sees the raw target
  * before it is unescaped) to the completion notice, and owns a small arena
  * for everything derived from it.
+ *
+ * Server-sent events (the WHATWG HTML "text/event-stream" format) ride on a
+ * callback response whose reader hands out what is queued; when the queue
+ * is empty the reader suspends the connection (allowed from a content
+ * reader, microhttpd.h) and returns 0, and the next event queued, from any
+ * thread, resumes it. A suspended stream thus holds no pool thread. One
+ * keep-alive thread per server queues a comment line to every stream now
+ * and then; the write that follows is what tells a vanished client.
  */
 #include "http/http.h"
 
@@ -70,7 +78,15 @@ struct http_server {
     uint32_t id_salt;
     atomic_uint_fast64_t next_id;
     bool stopped;
+    pthread_mutex_t events_lock;    /* the list below, events_stopping */
+    pthread_cond_t events_wake;
+    http_events *events;            /* every open event stream */
+    bool events_stopping;
+    pthread_t events_thread;        /* the keep-alive comments */
+    bool events_thread_started;
 };
+
+static void events_cond_init(pthread_cond_t *c);
 
 typedef struct arena_block {
     struct arena_block *next;
@@ -452,6 +468,8 @@ static cp_status copy_config(http_server *s, const http_config *cfg)
         s->cfg.max_body_large = HTTP_BODY_LARGE_MAX;
     if (!s->cfg.timeout_seconds)
         s->cfg.timeout_seconds = HTTP_CONNECTION_TIMEOUT_S;
+    if (!s->cfg.events_keepalive_ms)
+        s->cfg.events_keepalive_ms = HTTP_EVENTS_KEEPALIVE_S * 1000;
     return CP_OK;
 }
 
@@ -478,6 +496,8 @@ cp_status http_server_create(const http_config *cfg, http_server **out, cp_error
     s = cp_calloc(1, sizeof(*s));
     if (!s)
         return CP_ERR_NOMEM;
+    pthread_mutex_init(&s->events_lock, NULL);
+    events_cond_init(&s->events_wake);
     st = copy_config(s, cfg);
     if (st != CP_OK)
         goto fail;
@@ -1124,6 +1144,371 @@ cp_status http_respond_error(http_request *req, int status, const char *message)
     return st;
 }
 
+/* --- server-sent events ------------------------------------------------------ */
+
+struct http_events {
+    pthread_mutex_t lock;
+    http_server *srv;
+    struct MHD_Connection *conn;
+    http_request *req;          /* for the byte count; valid while the reader runs */
+    int fd;                     /* the connection's socket, to cut a client that lags */
+    cp_buf queue;               /* bytes not yet handed to the connection */
+    size_t head;                /* how many of them were */
+    unsigned refs;              /* the response and the owner */
+    bool suspended;
+    bool closed;                /* the response is gone: the client with it */
+    bool dropped;               /* overflowed: the reader cuts the connection */
+    bool ending;                /* the owner let go or the server stops */
+    void (*on_close)(void *);
+    void *close_ctx;
+    http_events *prev;          /* in the server's list while the response lives */
+    http_events *next;
+};
+
+static void events_cond_init(pthread_cond_t *c)
+{
+    pthread_condattr_t ca;
+
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(c, &ca);
+    pthread_condattr_destroy(&ca);
+}
+
+static void events_unref(http_events *ev)
+{
+    bool last;
+
+    pthread_mutex_lock(&ev->lock);
+    last = --ev->refs == 0;
+    pthread_mutex_unlock(&ev->lock);
+    if (!last)
+        return;
+    cp_buf_free(&ev->queue);
+    pthread_mutex_destroy(&ev->lock);
+    cp_free(ev);
+}
+
+/* With ev->lock held: lets a suspended connection run again. */
+static void events_wake_locked(http_events *ev)
+{
+    if (!ev->suspended)
+        return;
+    ev->suspended = false;
+    MHD_resume_connection(ev->conn);
+}
+
+static ssize_t events_reader(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    http_events *ev = cls;
+    size_t n;
+
+    (void)pos;
+    pthread_mutex_lock(&ev->lock);
+    n = ev->queue.len - ev->head;
+    if (ev->dropped || (n == 0 && ev->ending)) {
+        bool dropped = ev->dropped;
+
+        pthread_mutex_unlock(&ev->lock);
+        return dropped ? MHD_CONTENT_READER_END_WITH_ERROR : MHD_CONTENT_READER_END_OF_STREAM;
+    }
+    if (n == 0) {
+        /* Returning 0 is only sound with the connection suspended: no busy loop. */
+        ev->suspended = true;
+        MHD_suspend_connection(ev->conn);
+        pthread_mutex_unlock(&ev->lock);
+        return 0;
+    }
+    if (n > max)
+        n = max;
+    memcpy(buf, ev->queue.data + ev->head, n);
+    ev->head += n;
+    if (ev->head == ev->queue.len) {
+        ev->queue.len = 0;
+        ev->head = 0;
+    }
+    ev->req->bytes += n;
+    pthread_mutex_unlock(&ev->lock);
+    return (ssize_t)n;
+}
+
+/* The response is freed: the connection is done with the stream. */
+static void events_response_free(void *cls)
+{
+    http_events *ev = cls;
+    http_server *s = ev->srv;
+    void (*fn)(void *);
+    void *ctx;
+
+    pthread_mutex_lock(&s->events_lock);
+    if (ev->prev)
+        ev->prev->next = ev->next;
+    else if (s->events == ev)
+        s->events = ev->next;
+    if (ev->next)
+        ev->next->prev = ev->prev;
+    ev->prev = ev->next = NULL;
+    pthread_cond_broadcast(&s->events_wake);
+    pthread_mutex_unlock(&s->events_lock);
+
+    pthread_mutex_lock(&ev->lock);
+    ev->closed = true;
+    ev->suspended = false;
+    ev->req = NULL;
+    fn = ev->on_close;
+    ctx = ev->close_ctx;
+    ev->on_close = NULL;
+    pthread_mutex_unlock(&ev->lock);
+    if (fn)
+        fn(ctx);
+    events_unref(ev);
+}
+
+/* Queues raw bytes; the caller formatted them. */
+static cp_status events_push(http_events *ev, const void *data, size_t len)
+{
+    cp_status st = CP_OK;
+
+    pthread_mutex_lock(&ev->lock);
+    if (ev->closed || ev->dropped || ev->ending) {
+        st = CP_ERR_STOPPED;
+    } else if (ev->queue.len - ev->head + len > HTTP_EVENTS_QUEUE_MAX) {
+        /*
+         * A connection blocked on a full socket never asks the reader
+         * again: shutting the socket down (never closing it: the fd stays
+         * libmicrohttpd's, and it is open until the response is freed,
+         * which sets closed) makes its pending send fail.
+         */
+        ev->dropped = true;
+        if (!ev->suspended && ev->fd >= 0)
+            shutdown(ev->fd, SHUT_RDWR);
+        st = CP_ERR_LIMIT;
+    } else {
+        if (ev->head > 0 && ev->queue.len + len > ev->queue.cap) {
+            memmove(ev->queue.data, ev->queue.data + ev->head, ev->queue.len - ev->head);
+            ev->queue.len -= ev->head;
+            ev->head = 0;
+        }
+        st = cp_buf_append(&ev->queue, data, len);
+    }
+    if (!ev->closed)
+        events_wake_locked(ev);
+    pthread_mutex_unlock(&ev->lock);
+    return st;
+}
+
+/* Appends "name: " and value up to its first line break. */
+static cp_status events_field(cp_buf *b, const char *name, const char *value, size_t len)
+{
+    cp_status st = cp_buf_append_str(b, name);
+
+    if (st == CP_OK)
+        st = cp_buf_append(b, value, len);
+    if (st == CP_OK)
+        st = cp_buf_append_byte(b, '\n');
+    return st;
+}
+
+cp_status http_events_send(http_events *ev, const char *event, const char *data,
+                           const char *id)
+{
+    cp_buf b = CP_BUF_INIT;
+    cp_status st = CP_OK;
+    const char *p = data ? data : "";
+
+    if (!ev)
+        return CP_ERR_INVALID;
+    if (id)
+        st = events_field(&b, "id: ", id, strcspn(id, "\r\n"));
+    if (st == CP_OK && event)
+        st = events_field(&b, "event: ", event, strcspn(event, "\r\n"));
+    /* Each line of the data is a data field; the client joins them with '\n'. */
+    while (st == CP_OK) {
+        size_t n = strcspn(p, "\r\n");
+
+        st = events_field(&b, "data: ", p, n);
+        p += n;
+        if (*p == '\0')
+            break;
+        p += p[0] == '\r' && p[1] == '\n' ? 2 : 1;
+    }
+    if (st == CP_OK)
+        st = cp_buf_append_byte(&b, '\n');
+    if (st == CP_OK && b.len > HTTP_EVENTS_EVENT_MAX)
+        st = CP_ERR_LIMIT;
+    if (st == CP_OK)
+        st = events_push(ev, b.data, b.len);
+    cp_buf_free(&b);
+    return st;
+}
+
+void http_events_on_close(http_events *ev, void (*fn)(void *ctx), void *ctx)
+{
+    bool now;
+
+    pthread_mutex_lock(&ev->lock);
+    now = ev->closed;
+    if (!now) {
+        ev->on_close = fn;
+        ev->close_ctx = ctx;
+    }
+    pthread_mutex_unlock(&ev->lock);
+    if (now && fn)
+        fn(ctx);
+}
+
+bool http_events_open(const http_events *ev)
+{
+    http_events *m = (http_events *)ev;
+    bool open;
+
+    pthread_mutex_lock(&m->lock);
+    open = !m->closed && !m->dropped && !m->ending;
+    pthread_mutex_unlock(&m->lock);
+    return open;
+}
+
+void http_events_release(http_events *ev)
+{
+    if (!ev)
+        return;
+    pthread_mutex_lock(&ev->lock);
+    ev->ending = true;
+    ev->on_close = NULL;
+    if (!ev->closed)
+        events_wake_locked(ev);
+    pthread_mutex_unlock(&ev->lock);
+    events_unref(ev);
+}
+
+cp_status http_respond_events(http_request *req, http_events **out)
+{
+    static const char hello[] = "retry: 3000\n\n";
+    http_server *s = req->srv;
+    const union MHD_ConnectionInfo *ci;
+    struct MHD_Response *resp;
+    http_events *ev;
+    cp_status st;
+
+    *out = NULL;
+    if (req->responded)
+        return CP_ERR_INVALID;
+    ev = cp_calloc(1, sizeof(*ev));
+    if (!ev)
+        return CP_ERR_NOMEM;
+    pthread_mutex_init(&ev->lock, NULL);
+    ev->srv = s;
+    ev->conn = req->conn;
+    ev->req = req;
+    ev->refs = 2;
+    ci = MHD_get_connection_info(req->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    ev->fd = ci ? ci->connect_fd : -1;
+    /* A first line at once, so the client sees the stream open. */
+    if (cp_buf_append(&ev->queue, hello, sizeof(hello) - 1) != CP_OK) {
+        ev->refs = 1;
+        events_unref(ev);
+        return CP_ERR_NOMEM;
+    }
+    resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, events_reader, ev,
+                                             events_response_free);
+    if (!resp) {
+        ev->refs = 1;
+        events_unref(ev);
+        return CP_ERR_NOMEM;
+    }
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream");
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
+    MHD_add_response_header(resp, "X-Accel-Buffering", "no");
+
+    pthread_mutex_lock(&s->events_lock);
+    if (s->events_stopping) {
+        pthread_mutex_unlock(&s->events_lock);
+        MHD_destroy_response(resp);
+        events_unref(ev);
+        return CP_ERR_UNAVAILABLE;
+    }
+    ev->next = s->events;
+    if (s->events)
+        s->events->prev = ev;
+    s->events = ev;
+    pthread_mutex_unlock(&s->events_lock);
+
+    st = queue(req, 200, resp);
+    if (st != CP_OK) {
+        http_events_release(ev);
+        return st;
+    }
+    *out = ev;
+    return CP_OK;
+}
+
+/* Queues a comment to every stream every events_keepalive_ms, until the server stops. */
+static void *events_keepalive_main(void *arg)
+{
+    static const char ping[] = ": keep-alive\n\n";
+    http_server *s = arg;
+    unsigned ms = s->cfg.events_keepalive_ms;
+
+    pthread_mutex_lock(&s->events_lock);
+    while (!s->events_stopping) {
+        struct timespec until;
+
+        clock_gettime(CLOCK_MONOTONIC, &until);
+        until.tv_sec += ms / 1000;
+        until.tv_nsec += (long)(ms % 1000) * 1000000;
+        if (until.tv_nsec >= 1000000000) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000;
+        }
+        while (!s->events_stopping &&
+               pthread_cond_timedwait(&s->events_wake, &s->events_lock, &until) == 0)
+            continue;
+        if (s->events_stopping)
+            break;
+        for (http_events *ev = s->events; ev; ev = ev->next)
+            events_push(ev, ping, sizeof(ping) - 1);
+    }
+    pthread_mutex_unlock(&s->events_lock);
+    return NULL;
+}
+
+/*
+ * Ends every stream and refuses new ones: a suspended connection must be
+ * resumed before MHD_stop_daemon (microhttpd.h).
+ */
+static void events_stop_all(http_server *s)
+{
+    pthread_mutex_lock(&s->events_lock);
+    s->events_stopping = true;
+    pthread_cond_broadcast(&s->events_wake);
+    for (http_events *ev = s->events; ev; ev = ev->next) {
+        pthread_mutex_lock(&ev->lock);
+        ev->ending = true;
+        events_wake_locked(ev);
+        pthread_mutex_unlock(&ev->lock);
+    }
+    pthread_mutex_unlock(&s->events_lock);
+    if (s->events_thread_started) {
+        pthread_join(s->events_thread, NULL);
+        s->events_thread_started = false;
+    }
+}
+
+/* Gives the ended streams a moment to leave before the daemon stops. */
+static void events_wait_resumed(http_server *s)
+{
+    for (unsigned waited = 0; waited < 1000; waited += 10) {
+        bool busy;
+
+        pthread_mutex_lock(&s->events_lock);
+        busy = s->events != NULL;
+        pthread_mutex_unlock(&s->events_lock);
+        if (!busy)
+            return;
+        nanosleep(&(struct timespec){ 0, 10 * 1000 * 1000 }, NULL);
+    }
+}
+
 /* --- the request cycle ---------------------------------------------------- */
 
 static double seconds_since(const struct timespec *t0)
@@ -1525,7 +1910,7 @@ cp_status http_server_start(http_server *s, cp_error *err)
 {
     struct sockaddr_storage ss;
     bool v6;
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC;
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC | MHD_ALLOW_SUSPEND_RESUME;
     size_t mem = HTTP_CONNECTION_MEMORY;
     const union MHD_DaemonInfo *info;
     cp_status st;
@@ -1564,6 +1949,10 @@ cp_status http_server_start(http_server *s, cp_error *err)
                             s->cfg.bind_address, (unsigned)s->cfg.port);
     info = MHD_get_daemon_info(s->daemon, MHD_DAEMON_INFO_BIND_PORT);
     s->port = info ? info->port : s->cfg.port;
+    s->events_thread_started =
+        pthread_create(&s->events_thread, NULL, events_keepalive_main, s) == 0;
+    if (!s->events_thread_started)
+        cp_log_warn("http.events", "detail=\"no keep-alive thread: idle streams may be cut\"");
     return CP_OK;
 }
 
@@ -1581,6 +1970,7 @@ void http_server_stop(http_server *s, unsigned grace_ms)
     lsock = MHD_quiesce_daemon(s->daemon);
     if (lsock != MHD_INVALID_SOCKET)
         close(lsock);
+    events_stop_all(s);
     for (unsigned waited = 0; waited < grace_ms; waited += 10) {
         const union MHD_DaemonInfo *info =
             MHD_get_daemon_info(s->daemon, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
@@ -1589,6 +1979,7 @@ void http_server_stop(http_server *s, unsigned grace_ms)
             break;
         nanosleep(&(struct timespec){ 0, 10 * 1000 * 1000 }, NULL);
     }
+    events_wait_resumed(s);
     MHD_stop_daemon(s->daemon);
     s->daemon = NULL;
     s->stopped = true;
@@ -1606,5 +1997,7 @@ void http_server_destroy(http_server *s)
         cp_free(s->strings[i]);
     cp_free(s->tls_cert);
     cp_free(s->tls_key);
+    pthread_mutex_destroy(&s->events_lock);
+    pthread_cond_destroy(&s->events_wake);
     cp_free(s);
 }

@@ -93,6 +93,8 @@ typedef struct http_config {
     void *auth_ctx;
     http_access_log_fn access_log;  /* NULL: one cp_log info line, event=http.access */
     void *access_log_ctx;
+    /* Added: the comment line kept-open event streams get; 0: HTTP_EVENTS_KEEPALIVE_S */
+    unsigned events_keepalive_ms;
 } http_config;
 
 /*
@@ -262,5 +264,49 @@ cp_status http_metrics_gauge_set(const char *name, const char *labels, double va
 
 /* Appends the whole exposition text to out (what GET /metrics answers). */
 cp_status http_metrics_render(cp_buf *out);
+
+/* --- server-sent events (added) ------------------------------------------------ */
+
+/*
+ * A text/event-stream response that stays open (the WHATWG HTML "server-sent
+ * events" format): events are queued from any thread and written as the
+ * client takes them. While nothing is queued the connection is suspended,
+ * so an open stream holds no thread of the pool. Each stream's queue is
+ * bounded (HTTP_EVENTS_QUEUE_MAX bytes): a client that falls that far
+ * behind is dropped, not buffered without end. A comment line every
+ * events_keepalive_ms keeps proxies from closing an idle stream, and is how
+ * a client that went away is noticed.
+ */
+typedef struct http_events http_events;
+
+/*
+ * Answers 200 text/event-stream (Cache-Control: no-cache, X-Accel-Buffering:
+ * no) and keeps the connection open. *out is the owner's handle: release it
+ * with http_events_release (which also ends the stream), whether or not
+ * the client is still there. CP_ERR_UNAVAILABLE while the server stops.
+ */
+cp_status http_respond_events(http_request *req, http_events **out);
+
+/*
+ * Queues one event: "id:" (id may be NULL), "event:" (NULL: the default
+ * "message") and data, one "data:" line per line of it. CP_ERR_STOPPED when
+ * the client is gone; CP_ERR_LIMIT when the queue overflowed (the client
+ * is dropped).
+ */
+cp_status http_events_send(http_events *ev, const char *event, const char *data,
+                           const char *id);
+
+/*
+ * fn(ctx) runs once, on a server thread, when the stream ends (the client
+ * went away, was dropped, or the server stopped); at once when it already
+ * has. fn must not call http_events_release.
+ */
+void http_events_on_close(http_events *ev, void (*fn)(void *ctx), void *ctx);
+
+/* Whether the stream is still open. */
+bool http_events_open(const http_events *ev);
+
+/* The owner lets go: the stream ends, the memory goes with its last user. */
+void http_events_release(http_events *ev);
 
 #endif

@@ -4,7 +4,8 @@
  * raw HTTP/1.1 and reads the raw answer, so that what is tested is what
  * goes over the wire: routing and parameters, 404/405, a 50 MB upload
  * streamed through bounded memory, file and producer responses, gzip,
- * CORS preflight, the auth hook, the header and body limits, metrics.
+ * CORS preflight, the auth hook, the header and body limits, metrics,
+ * and server-sent event streams that hold no thread while they wait.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -919,6 +920,224 @@ static void test_tls(void **state)
     rmdir(dir);
 }
 
+/* --- server-sent events ---------------------------------------------------------- */
+
+#define EV_CLIENTS 20
+
+typedef struct ev_hub {
+    pthread_mutex_t lock;
+    http_events *streams[EV_CLIENTS];
+    size_t count;
+    int closed;
+} ev_hub;
+
+static ev_hub hub = { PTHREAD_MUTEX_INITIALIZER, { NULL }, 0, 0 };
+
+static void ev_closed(void *ctx)
+{
+    (void)ctx;
+    pthread_mutex_lock(&hub.lock);
+    hub.closed++;
+    pthread_mutex_unlock(&hub.lock);
+}
+
+static cp_status events_handler(http_request *req, void *ctx)
+{
+    http_events *ev;
+    unsigned long n;
+    cp_status st;
+
+    (void)ctx;
+    st = http_respond_events(req, &ev);
+    if (st != CP_OK)
+        return st;
+    http_events_on_close(ev, ev_closed, NULL);
+    /* ?c=N: the client's number, so that stream N is client N's. */
+    n = strtoul(http_request_query(req, "c") ? http_request_query(req, "c") : "99", NULL, 10);
+    pthread_mutex_lock(&hub.lock);
+    if (n < EV_CLIENTS && !hub.streams[n]) {
+        hub.streams[n] = ev;
+        hub.count++;
+    } else {
+        http_events_release(ev);
+    }
+    pthread_mutex_unlock(&hub.lock);
+    return CP_OK;
+}
+
+static size_t hub_count(void)
+{
+    size_t n;
+
+    pthread_mutex_lock(&hub.lock);
+    n = hub.count;
+    pthread_mutex_unlock(&hub.lock);
+    return n;
+}
+
+static int hub_closed(void)
+{
+    int n;
+
+    pthread_mutex_lock(&hub.lock);
+    n = hub.closed;
+    pthread_mutex_unlock(&hub.lock);
+    return n;
+}
+
+static bool wait_for(bool (*cond)(int), int want, int ms)
+{
+    for (int waited = 0; waited < ms; waited += 10) {
+        if (cond(want))
+            return true;
+        usleep(10 * 1000);
+    }
+    return cond(want);
+}
+
+static bool count_reached(int want)
+{
+    return hub_count() >= (size_t)want;
+}
+
+static bool closed_reached(int want)
+{
+    return hub_closed() >= want;
+}
+
+/* Reads de-chunked stream bytes into text until it holds needle; false at the end. */
+static bool read_stream_until(reader *r, cp_buf *text, const char *needle)
+{
+    cp_buf line = CP_BUF_INIT;
+    bool found;
+
+    cp_buf_append_byte(text, 0);
+    text->len--;
+    found = strstr((char *)text->data, needle) != NULL;
+    while (!found) {
+        size_t size;
+
+        if (!rd_line(r, &line))
+            break;
+        size = strtoul(line.len ? (char *)line.data : "0", NULL, 16);
+        if (size == 0)
+            break;
+        for (size_t i = 0; i < size; i++)
+            cp_buf_append_byte(text, (uint8_t)rd_byte(r));
+        rd_line(r, &line);
+        cp_buf_append_byte(text, 0);
+        text->len--;
+        found = strstr((char *)text->data, needle) != NULL;
+    }
+    cp_buf_free(&line);
+    return found;
+}
+
+/*
+ * Twenty streams stay open on a four-thread pool while ordinary requests
+ * are served; events reach every stream, multi-line data is split into
+ * data lines, a client that does not read is dropped once its queue is
+ * full, a client that hangs up is noticed by the keep-alive comments, and
+ * stopping the server ends the streams that are left.
+ */
+static void test_events(void **state)
+{
+    http_config cfg = { .port = 0, .threads = 4, .events_keepalive_ms = 200 };
+    http_server *srv;
+    reader *clients[EV_CLIENTS];
+    cp_buf text = CP_BUF_INIT;
+    response resp;
+    char request[128], big[1024];
+    cp_status st = CP_OK;
+    int sent = 0;
+
+    (void)state;
+    assert_int_equal(http_server_create(&cfg, &srv, NULL), CP_OK);
+    assert_int_equal(http_server_route(srv, HTTP_GET, "/events", 0, events_handler, NULL),
+                     CP_OK);
+    assert_int_equal(http_server_route(srv, HTTP_GET, "/json", 0, json_handler, NULL), CP_OK);
+    assert_int_equal(http_server_start(srv, NULL), CP_OK);
+
+    for (int i = 0; i < EV_CLIENTS; i++) {
+        snprintf(request, sizeof(request), "GET /events?c=%d HTTP/1.1\r\nHost: x\r\n\r\n", i);
+        clients[i] = cp_calloc(1, sizeof(reader));
+        clients[i]->fd = dial(http_server_port(srv));
+        send_all(clients[i]->fd, request, strlen(request));
+    }
+    for (int i = 0; i < EV_CLIENTS; i++) {
+        cp_buf line = CP_BUF_INIT;
+        bool type_ok = false;
+
+        assert_true(rd_line(clients[i], &line));
+        assert_non_null(strstr((char *)line.data, " 200"));
+        while (rd_line(clients[i], &line) && line.len > 0) {
+            cp_buf_append_byte(&line, 0);
+            type_ok = type_ok || strcasecmp((char *)line.data,
+                                            "Content-Type: text/event-stream") == 0;
+        }
+        assert_true(type_ok);
+        cp_buf_reset(&text);
+        assert_true(read_stream_until(clients[i], &text, "retry: 3000\n\n"));
+        cp_buf_free(&line);
+    }
+    assert_true(wait_for(count_reached, EV_CLIENTS, 2000));
+
+    /* The streams are suspended: the pool still serves everyone else. */
+    for (int i = 0; i < 30; i++) {
+        exchange(srv, "GET /json HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", &resp);
+        assert_int_equal(resp.status, 200);
+        response_free(&resp);
+    }
+
+    for (int i = 0; i < EV_CLIENTS; i++)
+        assert_int_equal(http_events_send(hub.streams[i], "status", "{\"n\":7}", "41"), CP_OK);
+    assert_int_equal(http_events_send(hub.streams[2], NULL, "one\ntwo", NULL), CP_OK);
+    for (int i = 0; i < EV_CLIENTS; i++) {
+        cp_buf_reset(&text);
+        assert_true(read_stream_until(clients[i], &text,
+                                      "id: 41\nevent: status\ndata: {\"n\":7}\n\n"));
+        /* The second event may have come in the same read: text keeps it. */
+        if (i == 2)
+            assert_true(read_stream_until(clients[2], &text, "data: one\ndata: two\n\n"));
+    }
+
+    /* Client 0 reads nothing: its queue fills and it is dropped. */
+    memset(big, 'x', sizeof(big) - 1);
+    big[sizeof(big) - 1] = '\0';
+    while (st == CP_OK && sent < 100000) {
+        st = http_events_send(hub.streams[0], "bulk", big, NULL);
+        sent++;
+    }
+    assert_int_equal(st, CP_ERR_LIMIT);
+    assert_true(wait_for(closed_reached, 1, 3000));
+    assert_false(http_events_open(hub.streams[0]));
+    assert_int_equal(http_events_send(hub.streams[0], "late", "x", NULL), CP_ERR_STOPPED);
+
+    /* Client 1 hangs up: the keep-alive comment finds out. */
+    close(clients[1]->fd);
+    clients[1]->fd = -1;
+    assert_true(wait_for(closed_reached, 2, 5000));
+
+    /* The owner lets go of client 3: its stream ends cleanly. */
+    http_events_release(hub.streams[3]);
+    hub.streams[3] = NULL;
+    cp_buf_reset(&text);
+    assert_false(read_stream_until(clients[3], &text, "never sent"));
+
+    /* Stopping the server ends every other stream, suspended or not. */
+    http_server_stop(srv, 500);
+    assert_int_equal(hub_closed(), EV_CLIENTS - 1);
+    for (size_t i = 0; i < EV_CLIENTS; i++)
+        http_events_release(hub.streams[i]);
+    for (int i = 0; i < EV_CLIENTS; i++) {
+        if (clients[i]->fd >= 0)
+            close(clients[i]->fd);
+        cp_free(clients[i]);
+    }
+    cp_buf_free(&text);
+    http_server_destroy(srv);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -934,6 +1153,7 @@ int main(void)
         cmocka_unit_test(test_hostile_multipart),
         cmocka_unit_test(test_tls),
         cmocka_unit_test(test_metrics),
+        cmocka_unit_test(test_events),
     };
 
     return cmocka_run_group_tests(tests, setup, teardown);
