@@ -17,6 +17,8 @@
 #include "api/api_audit.h"
 #include "api/api_directory.h"
 #include "api/api_internal.h"
+#include "api/api_orders.h"
+#include "api/api_reports.h"
 #include "api/api_session.h"
 #include "api/api_users.h"
 #include "core/alloc.h"
@@ -73,6 +75,10 @@ cp_status api_register(api_service *a, http_server *s, cp_error *err)
         st = api_users_register(a, s);
     if (st == CP_OK)
         st = api_audit_register(a, s);
+    if (st == CP_OK)
+        st = api_orders_register(a, s);
+    if (st == CP_OK)
+        st = api_reports_register(a, s);
     if (st != CP_OK)
         return cp_error_set(err, st, CP_ERROR_NO_OFFSET, CP_ERROR_NO_TAG,
                             "api_register: a route could not be added");

@@ -19,6 +19,11 @@
 #include "auth/directory.h"
 #include "auth/policy.h"
 #include "auth/session.h"
+#include "archive/archive.h"
+#include "consult/dispatch.h"
+#include "consult/events.h"
+#include "consult/order.h"
+#include "consult/report.h"
 #include "core/status.h"
 #include "http/http.h"
 #include "index/index.h"
@@ -34,6 +39,17 @@ typedef struct api_config {
     kv *kv;                             /* for /api/health */
     const char *audit_source;           /* AuditSourceID: the AE title or host name */
     bool secure_cookies;                /* HTTPS: cookies get Secure */
+    /*
+     * Added for remote reading (api_orders.c, api_reports.c; none owned):
+     * without dispatch and orders, /api/orders and what hangs from it
+     * answer 503; without reports, the report routes do.
+     */
+    dispatch *disp;
+    order_store *orders;
+    report_store *reports;
+    events_hub *events;                 /* GET /api/events; NULL: 503 */
+    archive *arc;                       /* where the released report's SR is stored */
+    const char *db_path;                /* the index database, for /api/stats */
 } api_config;
 
 cp_status api_create(const api_config *cfg, api_service **out, cp_error *err);

@@ -129,9 +129,10 @@ void cli_serve_usage(FILE *out)
         "options:\n"
         "  --config FILE     the configuration file (default: $CLOUDPACS_CONFIG,\n"
         "                    else built-in defaults and CLOUDPACS_* variables)\n"
-        "  --services LIST   services to run, comma-separated: dicom, web, ingest\n"
-        "                    (default: dicom,web; a busy web port is then only a\n"
-        "                    warning)\n"
+        "  --services LIST   services to run, comma-separated: dicom, web, ingest,\n"
+        "                    dispatch (the reading-order timers; in the default list)\n"
+        "                    (default: dicom,web,dispatch; a busy web port is then\n"
+        "                    only a warning)\n"
         "  -h, --help        this text\n"
         "\n"
         "configuration keys (each also CLOUDPACS_<SECTION>_<KEY>):\n"
@@ -222,6 +223,8 @@ static int check_services(const char *list, bool *dicom, bool *web)
         }
         if (strcmp(tok, "ingest") == 0)
             continue;   /* serve_ingest_wanted reads the list for it */
+        if (strcmp(tok, "dispatch") == 0)
+            continue;   /* serve_consult_dispatch_wanted reads the list for it */
         for (size_t i = 0; i < sizeof later / sizeof later[0]; i++)
             known = known || strcmp(tok, later[i]) == 0;
         if (!known) {
@@ -970,12 +973,16 @@ static cp_status metrics_route(http_request *req, void *ctx)
 static int start_web(serve_state *s, bool required)
 {
     http_config hc;
-    dweb_config dc = { s->arc, s->idx, s->st, s->auth.api };
+    dweb_config dc = { .arc = s->arc, .idx = s->idx, .st = s->st, .api = s->auth.api };
     int64_t port = 0;
     char text[CP_ERROR_DETAIL_MAX + 64];
     cp_error err;
 
     cp_error_clear(&err);
+    if (s->auth.consult != NULL) {
+        dc.order_gate = serve_consult_order_gate;
+        dc.order_gate_ctx = s->auth.consult;
+    }
     memset(&hc, 0, sizeof hc);
     hc.bind_address = cp_config_get(s->cfg, "http", "bind", "127.0.0.1");
     /* Every token, the service token too, goes through the session service. */
@@ -1061,6 +1068,8 @@ int cli_serve_run(int argc, char **argv)
         rc = open_data(&s);
     if (rc == CLI_EXIT_OK) {
         s.auth.idx = s.idx;
+        s.auth.arc = s.arc;
+        s.auth.consult_dispatch = serve_consult_dispatch_wanted(args.services);
         rc = serve_auth_open(&s.auth, s.cfg, s.data_dir);
     }
     if (rc == CLI_EXIT_OK && dicom)

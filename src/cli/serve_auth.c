@@ -124,6 +124,15 @@ static int open_directory(serve_auth *a, const char *data_dir)
     return CLI_EXIT_OK;
 }
 
+/* Remote reading: orders, reports, dispatch, live events (serve_consult.h). */
+static int open_consult(serve_auth *a, const cp_config *cfg, const char *data_dir)
+{
+    serve_consult_config cc = { cfg, data_dir, a->kv, a->dir, a->idx, a->arc,
+                                a->consult_dispatch };
+
+    return serve_consult_open(&cc, &a->consult);
+}
+
 static int open_services(serve_auth *a, const cp_config *cfg, session_config *sc)
 {
     const char *token = cp_config_get(cfg, "http", "token", "");
@@ -144,6 +153,8 @@ static int open_services(serve_auth *a, const cp_config *cfg, session_config *sc
     ac.idx = a->idx;
     ac.kv = a->kv;
     ac.audit_source = cp_config_get(cfg, "dicom", "ae_title", "CLOUDPACS");
+    if (a->consult != NULL)
+        serve_consult_fill_api(a->consult, &ac);
     if (cp_config_get_bool(cfg, "http", "secure_cookies", false, &ac.secure_cookies, &err)
             != CP_OK) {
         auth_fail("[http] secure_cookies", &err);
@@ -165,6 +176,8 @@ int serve_auth_open(serve_auth *a, const cp_config *cfg, const char *data_dir)
         rc = open_redis(a, cfg, data_dir);
     if (rc == CLI_EXIT_OK)
         rc = open_directory(a, data_dir);
+    if (rc == CLI_EXIT_OK)
+        rc = open_consult(a, cfg, data_dir);
     if (rc == CLI_EXIT_OK)
         rc = open_services(a, cfg, &sc);
     if (rc != CLI_EXIT_OK) {
@@ -188,6 +201,8 @@ void serve_auth_close(serve_auth *a)
     if (a->audit != NULL && a->api != NULL)
         audit_activity(a->audit, "stop");
     api_destroy(a->api);
+    serve_consult_close(a->consult);
+    a->consult = NULL;
     session_service_destroy(a->sessions);
     audit_close(a->audit);
     directory_close(a->dir);

@@ -21,6 +21,7 @@
 #include "auth/audit.h"
 #include "auth/directory.h"
 #include "auth/session.h"
+#include "cli/serve_consult.h"
 #include "core/config.h"
 #include "index/index.h"
 #include "kv/kv.h"
@@ -39,6 +40,15 @@ typedef struct serve_auth {
      */
     index_db *idx;
     uint8_t seal_key[32];               /* added: wiped by serve_auth_close */
+    /*
+     * Added: remote reading (cli/serve_consult.h), opened between the
+     * directory and the REST API and closed right after the API. Set arc
+     * (the caller's archive, not owned: where report SRs go) and
+     * consult_dispatch (run the dispatch timers here) before serve_auth_open.
+     */
+    archive *arc;
+    bool consult_dispatch;
+    serve_consult *consult;
 } serve_auth;
 
 /*

@@ -1014,6 +1014,14 @@
 /* Orders in one /api/orders page at most. */
 #define API_ORDERS_PAGE_MAX       500
 
+/*
+ * Pages of API_ORDERS_PAGE_MAX orders one /api/orders call reads while it
+ * looks for those the caller may see; past them it answers what it found
+ * with next_after, so that a caller who sees few orders of a large table
+ * still gets quick answers.
+ */
+#define API_ORDERS_SCAN_PAGES     20
+
 /* Changes of the index log the automatic-order watcher reads per pass. */
 #define CONSULT_CHANGES_PAGE      500
 

@@ -332,6 +332,17 @@ static cp_status gate_on_row(void *ctx, const index_row *row)
     return CP_ERR_STOPPED;
 }
 
+/* Whether the institution is one of p's own (not opened by a contract). */
+static bool own_grant(const principal *p, int64_t institution_id)
+{
+    size_t own = p->own_grant_count;
+
+    for (size_t i = 0; i < own && i < p->grant_count; i++)
+        if (p->grants[i].institution_id == institution_id)
+            return true;
+    return false;
+}
+
 /* FNV-1a of who asks (the session, else the principal) and the study. */
 static uint64_t view_key(const principal *p, const char *study_uid)
 {
@@ -369,6 +380,32 @@ static bool view_is_new(dweb_service *svc, const principal *p, const char *study
     return fresh;
 }
 
+/*
+ * The policy's answer, corrected by the study's open reading order: the
+ * order opens the study to whoever reads it, and closes it to the other
+ * doctors who would see it only through a contract (their own
+ * institution's studies stay theirs).
+ */
+static bool order_visible(dweb_service *svc, const principal *p, const gate_row *g,
+                          const char *study_uid)
+{
+    bool visible = dweb_visible(p, g->institution_id, g->modalities);
+    bool doctor = (p->roles & (ROLE_RADIOLOGIST | ROLE_REVIEWER)) != 0;
+    int says;
+
+    if (svc->cfg.order_gate == NULL || p->kind == PRINCIPAL_SERVICE)
+        return visible;
+    if (!visible && !doctor)
+        return false;
+    says = svc->cfg.order_gate(svc->cfg.order_gate_ctx, p, study_uid);
+    if (says == DWEB_ORDER_OPENS)
+        return true;
+    if (says == DWEB_ORDER_CLOSES && visible && doctor)
+        return policy_manages_institution(p, g->institution_id) ||
+               own_grant(p, g->institution_id);
+    return visible;
+}
+
 int dweb_study_gate(dweb_service *svc, const http_request *req, const char *study_uid,
                     audit_event event, const char *type, dweb_audit_mode mode,
                     dweb_study_access *acc, const char **why)
@@ -404,7 +441,7 @@ int dweb_study_gate(dweb_service *svc, const http_request *req, const char *stud
         *why = "the index query failed";
         return 500;
     }
-    if (!g.found || !dweb_visible(p, g.institution_id, g.modalities)) {
+    if (!g.found || !order_visible(svc, p, &g, study_uid)) {
         *why = "no such study";
         return 404;
     }

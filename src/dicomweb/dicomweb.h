@@ -43,7 +43,25 @@ typedef struct dweb_config {
      * all (unit tests), every study visible and nothing audited.
      */
     api_service *api;
+    /*
+     * Added: reading orders (cli/serve_consult.c). For a study with an open
+     * reading order, what the order says of p: DWEB_ORDER_OPENS (p holds
+     * it, is offered it or may take it, or reviews it: the study is
+     * visible even without a contract), DWEB_ORDER_CLOSES (p has no part in
+     * it: a doctor who would see the study only through a contract does
+     * not while another reads it) or DWEB_ORDER_NONE (no open order: the
+     * policy alone decides). NULL: the policy alone.
+     */
+    int (*order_gate)(void *ctx, const principal *p, const char *study_uid);
+    void *order_gate_ctx;
 } dweb_config;
+
+/* What dweb_config.order_gate answers. */
+enum {
+    DWEB_ORDER_CLOSES = -1,
+    DWEB_ORDER_NONE = 0,
+    DWEB_ORDER_OPENS = 1,
+};
 
 typedef struct dweb_service dweb_service;
 
