@@ -149,7 +149,7 @@ export interface OrderEvent {
   from: OrderState | '';
   to: OrderState | '';
   event: string;
-  actor_id: number;
+  actor_id: number | null;
   actor?: string;
   reason: string;
 }
@@ -171,12 +171,13 @@ export interface Order {
   weight: number;
   requesting_id: number;
   requesting_name?: string;
-  requested_by?: number;
-  wanted_doctor_id?: number;
-  reading_id?: number;
-  doctor_id: number;
+  // The ids below are null until there is one.
+  requested_by?: number | null;
+  wanted_doctor_id?: number | null;
+  reading_id?: number | null;
+  doctor_id: number | null;
   doctor_name?: string;
-  reviewer_id: number;
+  reviewer_id: number | null;
   reviewer_name?: string;
   created: string | null;
   pooled?: string | null;
@@ -208,13 +209,13 @@ export interface ReportVersion {
   status: ReportStatus;
   author_id: number;
   author_name?: string;
-  reviewer_id: number;
+  reviewer_id: number | null;
   reviewer_name?: string;
   written: string | null;
   reviewed: string | null;
   released: string | null;
   critical: boolean;
-  critical_ack_by: number;
+  critical_ack_by: number | null;
   critical_ack?: string | null;
   reason: string;
   findings: string;
@@ -233,8 +234,9 @@ export interface ReportTemplate {
 }
 
 export interface StatsRow {
-  // The doctor's or the institution's id and name.
-  id: number;
+  // The doctor's or the institution's id (or key) and name.
+  id?: number;
+  key?: number;
   name?: string;
   orders?: number;
   reported?: number;
@@ -285,6 +287,28 @@ function orderList(data: Order[] | { orders?: Order[] } | null): Order[] {
   if (Array.isArray(data))
     return data;
   return data?.orders ?? [];
+}
+
+// GET /api/orders answers oldest first, a page at a time (next_after); the
+// lists read this many pages of ORDER_PAGE at most.
+const ORDER_PAGE = 500;
+const ORDER_PAGES_MAX = 8;
+
+type OrderQuery = { state?: string; mine?: 1; institution?: number; study?: string };
+
+async function allOrders(query: OrderQuery): Promise<Order[]> {
+  const out: Order[] = [];
+  let after: number | undefined;
+  for (let page = 0; page < ORDER_PAGES_MAX; page++) {
+    const data = await request<{ orders?: Order[]; next_after?: number | null } | Order[]>(
+      'GET', '/api/orders', { query: { ...query, limit: ORDER_PAGE, after } });
+    out.push(...orderList(data));
+    const next = Array.isArray(data) ? null : data?.next_after ?? null;
+    if (!next)
+      break;
+    after = next;
+  }
+  return out;
 }
 
 // An answer other than 2xx: the API's own message, its status and its
@@ -477,8 +501,7 @@ export const api = {
     study_uid: string; body_part?: string; priority: Priority; clinical_notes: string;
     wanted_doctor_id?: number;
   }) => request<Order>('POST', '/api/orders', { body }),
-  orders: async (query: { state?: string; mine?: 1; institution?: number; study?: string }) =>
-    orderList(await request<Order[] | { orders?: Order[] }>('GET', '/api/orders', { query })),
+  orders: allOrders,
   order: (id: number) => request<Order>('GET', `/api/orders/${id}`),
   pool: async () =>
     orderList(await request<Order[] | { orders?: Order[] }>('GET', '/api/pool')),

@@ -14,11 +14,24 @@ import Tokens from './views/Tokens.vue';
 import Aes from './views/Aes.vue';
 import Audit from './views/Audit.vue';
 import Account from './views/Account.vue';
+import Pool from './views/Pool.vue';
+import MyOrders from './views/MyOrders.vue';
+import Reading from './views/Reading.vue';
+import ReviewQueue from './views/ReviewQueue.vue';
+import ReviewOrder from './views/ReviewOrder.vue';
+import RequestRead from './views/RequestRead.vue';
+import ClinicOrders from './views/ClinicOrders.vue';
+import OrderView from './views/OrderView.vue';
+import Board from './views/Board.vue';
+import Stats from './views/Stats.vue';
+import { inArea, type Area } from './workbench';
 
 declare module 'vue-router' {
   interface RouteMeta {
     public?: boolean;
     perms?: Permission[];
+    // The reading workbench's pages: shown by role and institution kind.
+    area?: Area;
   }
 }
 
@@ -45,6 +58,26 @@ export const router = createRouter({
     { path: '/aes', name: 'aes', component: Aes, meta: { perms: ['aes.manage'] } },
     { path: '/audit', name: 'audit', component: Audit, meta: { perms: ['audit.read'] } },
     { path: '/account', name: 'account', component: Account },
+    // The reading workbench.
+    { path: '/pool', name: 'pool', component: Pool, meta: { area: 'doctor' } },
+    { path: '/mine', name: 'mine', component: MyOrders, meta: { area: 'doctor' } },
+    {
+      path: '/read/:id(\\d+)', name: 'read', component: Reading, props: true,
+      meta: { area: 'doctor' },
+    },
+    { path: '/review', name: 'review', component: ReviewQueue, meta: { area: 'reviewer' } },
+    {
+      path: '/review/:id(\\d+)', name: 'review-order', component: ReviewOrder, props: true,
+      meta: { area: 'reviewer' },
+    },
+    { path: '/request', name: 'request', component: RequestRead, meta: { area: 'clinic' } },
+    { path: '/orders', name: 'orders', component: ClinicOrders, meta: { area: 'clinic' } },
+    {
+      path: '/orders/:id(\\d+)', name: 'order', component: OrderView, props: true,
+      meta: { area: 'clinic' },
+    },
+    { path: '/board', name: 'board', component: Board, meta: { area: 'centre' } },
+    { path: '/stats', name: 'stats', component: Stats, meta: { area: 'centre' } },
     { path: '/:rest(.*)*', redirect: '/' },
   ],
 });
@@ -68,6 +101,8 @@ router.beforeEach(async (to) => {
   if (session.me?.enrol_required)
     return { name: 'signin', query: { enrol: '1' } };
   if (to.meta.perms && !can(...to.meta.perms))
+    return { name: 'home' };
+  if (to.meta.area && !inArea(to.meta.area))
     return { name: 'home' };
   return true;
 });

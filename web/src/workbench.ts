@@ -33,24 +33,26 @@ export function inArea(area: Area): boolean {
   return false;
 }
 
-// The events /api/events sends (dispatch_event_kind in src/consult/dispatch.h);
+// The events /api/events sends, named by their kind (src/consult/events.h);
 // any of them makes a live page fetch its list again.
-const EVENT_NAMES = ['pooled', 'taken', 'status', 'offer', 'alert', 'order', 'report'];
+const EVENT_NAMES = ['pooled', 'taken', 'status', 'offer', 'alert'];
 export const POLL_MS = 10000;
 export const HEARTBEAT_MS = 20000;
 
-// What an event carries (all optional: the page fetches again anyway).
+// What an event carries (src/consult/events.h; the deadline in µs). The
+// page fetches again anyway: only the order id is used, to skip others.
 export interface LiveEvent {
   kind?: string;
-  order_id?: number;
-  id?: number;
+  order?: number;
+  version?: number;
   state?: OrderState;
   event?: string;
-  doctor_id?: number;
-  requesting_id?: number;
+  doctor?: number;
+  requesting?: number;
   modality?: string;
+  body_part?: string;
   priority?: string;
-  deadline?: string;
+  deadline?: number;
 }
 
 /*
