@@ -15,11 +15,17 @@ export default defineConfig({
     target: 'es2020',
     sourcemap: false,
     reportCompressedSize: false,
+    // Two pages: the console (index.html) and the patient's cloud film
+    // (film.html, src/patient/), which cloudpacs serves at /film/<token>.
+    rollupOptions: {
+      input: { main: 'index.html', film: 'film.html' },
+    },
   },
   server: {
     // `npm run dev` against a running `cloudpacs serve` on its default port.
     proxy: {
       '/api': 'http://127.0.0.1:8042',
+      '/film/api': 'http://127.0.0.1:8042',
     },
   },
 });

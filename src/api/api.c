@@ -17,12 +17,14 @@
 #include "api/api_audit.h"
 #include "api/api_directory.h"
 #include "api/api_internal.h"
+#include "api/api_film.h"
 #include "api/api_orders.h"
 #include "api/api_reports.h"
 #include "api/api_session.h"
 #include "api/api_users.h"
 #include "core/alloc.h"
 #include "core/log.h"
+#include "http/static.h"
 
 /* --- the service ------------------------------------------------------------- */
 
@@ -56,6 +58,7 @@ void api_destroy(api_service *a)
     if (!a)
         return;
     pthread_mutex_destroy(&a->fail_lock);
+    http_static_destroy(a->film_page);
     cp_free(a->audit_source);
     cp_free(a);
 }
@@ -79,6 +82,8 @@ cp_status api_register(api_service *a, http_server *s, cp_error *err)
         st = api_orders_register(a, s);
     if (st == CP_OK)
         st = api_reports_register(a, s);
+    if (st == CP_OK)
+        st = api_film_register(a, s);
     if (st != CP_OK)
         return cp_error_set(err, st, CP_ERROR_NO_OFFSET, CP_ERROR_NO_TAG,
                             "api_register: a route could not be added");

@@ -24,6 +24,7 @@
 #include "consult/events.h"
 #include "consult/order.h"
 #include "consult/report.h"
+#include "film/share.h"
 #include "core/status.h"
 #include "http/http.h"
 #include "index/index.h"
@@ -50,6 +51,14 @@ typedef struct api_config {
     events_hub *events;                 /* GET /api/events; NULL: 503 */
     archive *arc;                       /* where the released report's SR is stored */
     const char *db_path;                /* the index database, for /api/stats */
+    /*
+     * Added for cloud film (api_film.c; none owned): without film, a
+     * release makes no report PDF and /film/api answers 503.
+     */
+    film_share_store *film;
+    const char *film_dir;               /* where the report PDFs are kept */
+    const char *film_base_url;          /* the QR code's URL base; NULL or "": the request's */
+    int film_link_days;                 /* a released report's link; 0: 365 */
 } api_config;
 
 cp_status api_create(const api_config *cfg, api_service **out, cp_error *err);
@@ -70,5 +79,16 @@ const principal *api_principal(const http_request *req);
  * it. Failures to queue are logged, not returned: the request goes on.
  */
 void api_audit(api_service *a, const http_request *req, audit_record *r);
+
+/*
+ * Added for cloud film: answers a rendered picture (thumbnail: a small
+ * one) of the instance stored under blob_key (hash: its content hash) for
+ * GET /film/api/{token}/instances/{sop}/rendered, once the share session
+ * and the study are checked. Set by whoever holds the rendering pipeline
+ * (DICOMweb), before the server starts; without it those routes answer 503.
+ */
+typedef cp_status (*api_film_render_fn)(void *ctx, http_request *req, const char *blob_key,
+                                        const uint8_t *hash, bool thumbnail);
+void api_set_film_render(api_service *a, api_film_render_fn fn, void *ctx);
 
 #endif

@@ -28,6 +28,9 @@ struct api_service {
     char *audit_source;
     pthread_mutex_t fail_lock;
     api_fail_entry fails[API_AUTH_FAIL_PEERS];
+    api_film_render_fn film_render;     /* added: cloud film's pictures */
+    void *film_render_ctx;
+    struct http_static *film_page;      /* added: web/dist/film.html at /film/ */
 };
 
 #define API_COOKIE_NAME "cloudpacs_session"

@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "api/api_film.h"
 #include "api/api_internal.h"
 #include "api/api_orders.h"
 #include "api/api_reports.h"
@@ -124,12 +125,17 @@ static cp_status release(api_service *a, http_request *req, order *o, cp_error *
         st = after_change(a, req, o->id, "released", o, err);
     if (st != CP_OK)
         return st;
-    if (!a->cfg.arc)
+    if (report_get(a->cfg.reports, o->id, -1, &v, err) != CP_OK) {
+        cp_log_warn("api.report_sr", "order=%lld detail=\"%s\"", (long long)o->id,
+                    err->detail);
         return CP_OK;
-    if (report_get(a->cfg.reports, o->id, -1, &v, err) != CP_OK ||
+    }
+    if (a->cfg.arc &&
         sr_store_report(a->cfg.arc, a->cfg.idx, a->cfg.dir, o, &v, sop, err) != CP_OK)
         cp_log_warn("api.report_sr", "order=%lld detail=\"%s\"", (long long)o->id,
                     err->detail);
+    /* Cloud film: the share link and the printable PDF; failures are logged inside. */
+    api_film_on_release(a, req, o, &v);
     report_version_clear(&v);
     return CP_OK;
 }

@@ -33,6 +33,9 @@
  *            console_dir (web/dist): the admin console at /
  *   [redis] url (none: a redis-server of its own in the data directory),
  *   [auth]   session and lockout settings (cli/serve_auth.h)
+ *   [film]   base_url, link_days, delay_ms: cloud film's share links and
+ *            report PDFs (cli/serve_auth.h; docs/api.md, "Cloud film"),
+ *            the patient's page at /film/ (web/dist/film.html)
  *
  * Every web route but the static files, POST /api/session and /api/health
  * needs a principal (api_authenticate): a session, an API token or the
@@ -61,6 +64,7 @@
 #include "core/limits.h"
 #include "core/log.h"
 #include "dicomweb/dicomweb.h"
+#include "dicomweb/render.h"
 #include "dicom/ts.h"
 #include "http/http.h"
 #include "http/static.h"
@@ -966,6 +970,24 @@ static cp_status metrics_route(http_request *req, void *ctx)
 }
 
 /*
+ * Cloud film's pictures (api_film_render_fn): the patient's page asks
+ * through its share session; the rendering and its cache are DICOMweb's.
+ */
+static cp_status film_render(void *ctx, http_request *req, const char *blob_key,
+                             const uint8_t *hash, bool thumbnail)
+{
+    const char *window = http_request_query(req, "window");
+    dweb_render_opts o;
+
+    dweb_render_opts_init(&o);
+    if (window != NULL && dweb_render_parse_window(window, &o) != CP_OK)
+        return http_respond_error(req, 400, "window is center,width");
+    if (thumbnail && dweb_render_parse_viewport("128,128", &o) != CP_OK)
+        return http_respond_error(req, 500, "the thumbnail size is refused");
+    return dweb_render_respond(req, ctx, blob_key, hash, 1, &o);
+}
+
+/*
  * Starts the web service once the archive exists. When it was not asked for
  * by name (the default list), a port that cannot be bound only warns, so
  * that several DICOM-only servers can run side by side.
@@ -1001,6 +1023,7 @@ static int start_web(serve_state *s, bool required)
         dweb_register(s->web, &dc, &s->dweb, &err) != CP_OK ||
         register_viewer(s, &err) != CP_OK || register_console(s, &err) != CP_OK)
         return config_error(&err);
+    api_set_film_render(s->auth.api, film_render, s->dweb);
     if (http_server_start(s->web, &err) != CP_OK) {
         cp_error_format(&err, text, sizeof text);
         http_server_destroy(s->web);

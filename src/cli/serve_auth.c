@@ -8,9 +8,11 @@
  */
 #include "cli/serve_auth.h"
 
+#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "auth/credential.h"
 #include "cli/cli.h"
@@ -133,9 +135,42 @@ static int open_consult(serve_auth *a, const cp_config *cfg, const char *data_di
     return serve_consult_open(&cc, &a->consult);
 }
 
+/* Cloud film: the share links in the index database, the PDFs in <data_dir>/film. */
+static int open_film(serve_auth *a, const cp_config *cfg, const char *data_dir)
+{
+    char key_path[SERVE_AUTH_PATH_MAX], db_path[SERVE_AUTH_PATH_MAX];
+    film_share_config fc;
+    int64_t delay_ms;
+    cp_error err;
+
+    cp_error_clear(&err);
+    if (cp_config_get_int(cfg, "film", "delay_ms", 0, 0, SHARE_DELAY_MAX_MS, &delay_ms, &err)
+            != CP_OK) {
+        auth_fail("[film] delay_ms", &err);
+        return CLI_EXIT_CONFIG;
+    }
+    snprintf(a->film_dir, sizeof a->film_dir, "%s/film", data_dir);
+    if (mkdir(a->film_dir, 0700) != 0 && errno != EEXIST) {
+        fprintf(stderr, "cloudpacs serve: %s: %s\n", a->film_dir, strerror(errno));
+        return CLI_EXIT_FAILURE;
+    }
+    snprintf(db_path, sizeof db_path, "%s/index.sqlite", data_dir);
+    snprintf(key_path, sizeof key_path, "%s/film-share.key", data_dir);
+    memset(&fc, 0, sizeof fc);
+    fc.db_path = db_path;
+    fc.kv = a->kv;
+    fc.audit = a->audit;
+    fc.key_path = key_path;
+    fc.delay_base_ms = (unsigned)delay_ms;
+    if (film_share_store_open(&fc, &a->film, &err) != CP_OK)
+        return auth_fail("cloud film", &err);
+    return CLI_EXIT_OK;
+}
+
 static int open_services(serve_auth *a, const cp_config *cfg, session_config *sc)
 {
     const char *token = cp_config_get(cfg, "http", "token", "");
+    int64_t link_days;
     api_config ac;
     cp_error err;
 
@@ -155,6 +190,15 @@ static int open_services(serve_auth *a, const cp_config *cfg, session_config *sc
     ac.audit_source = cp_config_get(cfg, "dicom", "ae_title", "CLOUDPACS");
     if (a->consult != NULL)
         serve_consult_fill_api(a->consult, &ac);
+    ac.film = a->film;
+    ac.film_dir = a->film != NULL ? a->film_dir : NULL;
+    ac.film_base_url = cp_config_get(cfg, "film", "base_url", "");
+    if (cp_config_get_int(cfg, "film", "link_days", 365, 1, SHARE_TTL_MAX_S / 86400,
+                          &link_days, &err) != CP_OK) {
+        auth_fail("[film] link_days", &err);
+        return CLI_EXIT_CONFIG;
+    }
+    ac.film_link_days = (int)link_days;
     if (cp_config_get_bool(cfg, "http", "secure_cookies", false, &ac.secure_cookies, &err)
             != CP_OK) {
         auth_fail("[http] secure_cookies", &err);
@@ -178,6 +222,8 @@ int serve_auth_open(serve_auth *a, const cp_config *cfg, const char *data_dir)
         rc = open_directory(a, data_dir);
     if (rc == CLI_EXIT_OK)
         rc = open_consult(a, cfg, data_dir);
+    if (rc == CLI_EXIT_OK)
+        rc = open_film(a, cfg, data_dir);
     if (rc == CLI_EXIT_OK)
         rc = open_services(a, cfg, &sc);
     if (rc != CLI_EXIT_OK) {
@@ -203,6 +249,8 @@ void serve_auth_close(serve_auth *a)
     api_destroy(a->api);
     serve_consult_close(a->consult);
     a->consult = NULL;
+    film_share_store_close(a->film);
+    a->film = NULL;
     session_service_destroy(a->sessions);
     audit_close(a->audit);
     directory_close(a->dir);

@@ -49,6 +49,14 @@ typedef struct serve_auth {
     archive *arc;
     bool consult_dispatch;
     serve_consult *consult;
+    /*
+     * Added: cloud film (film/share.h): the share links, opened with the
+     * REST API and closed after it; report PDFs go to <data_dir>/film.
+     * [film] base_url (the QR code's; default: the request's), link_days
+     * (365), delay_ms (the first wait after wrong answers; tests shorten it).
+     */
+    film_share_store *film;
+    char film_dir[4200];
 } serve_auth;
 
 /*

@@ -1122,4 +1122,18 @@
  */
 #define PDF_LINES_MAX             1500
 
+/* --- cloud film over HTTP (api/api_film.c) -------------------------------------- */
+
+/* Instances of a study listed for the patient's page; a study scope's stack viewer. */
+#define API_FILM_INSTANCES_MAX    5000
+
+/* Child links whose views are listed with their parent's. */
+#define API_FILM_CHILDREN_MAX     64
+
+/* Audit records read per link for the list of views. */
+#define API_FILM_VIEWS_MAX        200
+
+/* Days a patient's link for another doctor may last (cut to the parent's expiry). */
+#define API_FILM_CHILD_DAYS_MAX   365
+
 #endif
