@@ -32,6 +32,12 @@
  * engine, no delays, earliest deadline first) give the `.ideal` figures and
  * a ratio, which separates what the staffing allows from what the engine's
  * rules cost. Then the goal lines.
+ *
+ * Each order reported after its deadline gets a comment line "late:" with
+ * its budget, its wait in the pool and how it was claimed (and how many
+ * orders its doctor held then), its wait at the doctor's desk and its read,
+ * and a verdict (long_read, waiting_in_pool, queued_at_doctor, slow_start);
+ * with DISPATCH_DAY_HISTORY set in the environment, also its history.
  */
 #include <math.h>
 #include <stdarg.h>
@@ -187,6 +193,10 @@ typedef struct sim_order {
     bool fallback;
     bool affinity;
     int author;
+    int64_t claimed_s;                  /* first claim; 0 none */
+    char claimed_how[16];               /* its event: grabbed, fallback, affinity, ... */
+    int64_t read_from_s;                /* the doctor began reading it */
+    unsigned queue_at_claim;            /* orders its doctor already held then */
 } sim_order;
 
 static int cmp_arrival(const void *a, const void *b)
@@ -351,6 +361,7 @@ typedef struct bench {
     int64_t centre, hospital;
     int64_t doctor_ids[DOCTORS_MAX];
     int64_t reviewer_ids[REVIEWERS];
+    int64_t observer_id;                /* qualified, not contracted: never given orders */
     char hash[CREDENTIAL_HASH_SIZE];
     kv *kv;
     sim_order *day;
@@ -436,11 +447,16 @@ static int build_directory(bench *b, unsigned doctors)
         if (b->reviewer_ids[i] < 0 || contract(b, b->reviewer_ids[i]) != 0)
             return -1;
     }
-    return 0;
+    /*
+     * The observer sees the pool through its grant like a doctor but holds
+     * no contract, so that the engine never gives it an order: it only looks.
+     */
+    b->observer_id = add_user(b, "observer", ROLE_RADIOLOGIST, 2);
+    return b->observer_id < 0 ? -1 : 0;
 }
 
 /* Every doctor reads everything, but one day or late reader in four no MR. */
-static int set_quals(bench *b, unsigned slot, bool all)
+static int set_quals_of(bench *b, int64_t user, bool all)
 {
     directory_qualification q[3];
     const char *mods[3] = { "CR", "DX", "CT" };
@@ -457,9 +473,14 @@ static int set_quals(bench *b, unsigned slot, bool all)
             snprintf(q[n].body_part, sizeof q[n].body_part, "*");
         }
     }
-    if (directory_qualifications_set(b->dir, b->doctor_ids[slot], q, n, &err) != CP_OK)
+    if (directory_qualifications_set(b->dir, user, q, n, &err) != CP_OK)
         return fail("qualifications", &err);
     return 0;
+}
+
+static int set_quals(bench *b, unsigned slot, bool all)
+{
+    return set_quals_of(b, b->doctor_ids[slot], all);
 }
 
 /* --- one level: the people ------------------------------------------------ */
@@ -583,6 +604,11 @@ static void on_event(void *ctx, const dispatch_event *e)
         if (di < 0 || o->holder == di)
             return;
         doc = &lv->doc[di];
+        if (o->claimed_s == 0) {
+            o->claimed_s = g_now_s;
+            snprintf(o->claimed_how, sizeof o->claimed_how, "%s", e->event);
+            o->queue_at_claim = (unsigned)doc->nheld;
+        }
         if (doc->nheld < HELD_MAX)
             doc->held[doc->nheld++] = (size_t)idx;
         o->holder = di;
@@ -649,9 +675,9 @@ static int roster(level *lv, int64_t w0, int64_t w1)
     lv->ndoc = slot;
 
     /* The observer only looks: who sees a new order, and how soon. */
-    make_principal(&lv->observer.p, &lv->observer.grant, b->doctor_ids[slot], b->centre,
+    make_principal(&lv->observer.p, &lv->observer.grant, b->observer_id, b->centre,
                    b->hospital, ROLE_RADIOLOGIST, 2, "observer");
-    if (set_quals(b, slot, true) != 0)
+    if (set_quals_of(b, b->observer_id, true) != 0)
         return -1;
     for (unsigned i = 0; i < REVIEWERS; i++) {
         snprintf(session, sizeof session, "rev%u", i);
@@ -872,6 +898,8 @@ static int work(level *lv, sim_doctor *doc)
                 best = (long)doc->held[i];
         }
         if (best >= 0) {
+            if (lv->o[best].read_from_s == 0)
+                lv->o[best].read_from_s = g_now_s;
             doc->cur = best;
             doc->done_s = g_now_s + (lv->o[best].rewrite ? uniform_s(120, 300)
                                                           : (int64_t)lv->o[best].read_s);
@@ -1209,6 +1237,56 @@ static outcome report_level(level *lv, const reference *ref)
     return out;
 }
 
+static cp_status print_event(void *ctx, const order_event *e)
+{
+    const sim_order *so = ctx;
+
+    printf(" %s@%.1f", e->event, (double)(e->time_us / US - T0_S - so->arrive_s) / 60.0);
+    return CP_OK;
+}
+
+/*
+ * Why each order reported late (or never) was late: minutes from arrival
+ * to its claim (waiting in the pool), how it was claimed and how many
+ * orders its doctor held already, then to the start of the read (waiting
+ * behind them), the read itself, and its deadline budget.
+ */
+static void misses(level *lv)
+{
+    for (size_t i = 0; i < lv->n; i++) {
+        const sim_order *so = &lv->o[i];
+        const char *why;
+        double budget = (double)(so->deadline_s - so->arrive_s) / 60.0;
+        double pool = so->claimed_s ? (double)(so->claimed_s - so->arrive_s) / 60.0 : -1;
+        double queue = so->read_from_s && so->claimed_s
+                       ? (double)(so->read_from_s - so->claimed_s) / 60.0 : -1;
+
+        if (so->reported_s != 0 && so->reported_s <= so->deadline_s)
+            continue;
+        if (so->read_s / 60.0 > budget)
+            why = "long_read";
+        else if (pool > budget - so->read_s / 60.0)
+            why = "waiting_in_pool";
+        else if (so->queue_at_claim > 0 || queue > 1.0)
+            why = "queued_at_doctor";
+        else
+            why = "slow_start";
+        printf("# u%d: late: order %lld %s %s budget %.1f min: pool %.1f (%s, %u held)"
+               " queue %.1f read %.1f reported %+.1f min past the deadline: %s\n",
+               lv->staff.target, (long long)so->id, g_mix[so->mix].modality,
+               order_priority_name(so->prio), budget, pool,
+               so->claimed_how[0] ? so->claimed_how : "-", so->queue_at_claim, queue,
+               so->read_s / 60.0,
+               so->reported_s ? (double)(so->reported_s - so->deadline_s) / 60.0 : 0.0, why);
+        if (getenv("DISPATCH_DAY_HISTORY") != NULL) {
+            printf("#   arrived %02d:%02d, history:", (int)(so->arrive_s / HOUR % 24),
+                   (int)(so->arrive_s % HOUR / 60));
+            order_history(lv->orders, so->id, print_event, (void *)so, NULL);
+            printf("\n");
+        }
+    }
+}
+
 /* Orders still open when the simulation stopped, as the engine has them. */
 static void left_open(level *lv)
 {
@@ -1251,6 +1329,7 @@ static int run_level(bench *b, const staffing *st, outcome *out)
         reference ref = ideal(lv, w0, w1);
 
         *out = report_level(lv, &ref);
+        misses(lv);
         left_open(lv);
     }
     close_engine(lv);

@@ -143,6 +143,9 @@ bool api_order_load(api_service *a, http_request *req, order *o)
     return true;
 }
 
+/* The longest patient_phone taken (with its spaces and dashes). */
+#define ORDER_PHONE_MAX 32
+
 /* --- JSON and audit --------------------------------------------------------------- */
 
 static int set_time(json_t *obj, const char *key, int64_t us)
@@ -190,6 +193,76 @@ json_t *api_order_json(const order *o)
     bad |= set_time(j, "reported", o->reported_us);
     bad |= set_time(j, "approved", o->approved_us);
     bad |= set_time(j, "released", o->released_us);
+    if (bad) {
+        json_decref(j);
+        return NULL;
+    }
+    return j;
+}
+
+const char *api_name_of(api_service *a, api_names *c, bool institution, int64_t id)
+{
+    directory_institution inst;
+    directory_user u;
+    const char *found = NULL;
+    api_name *slot;
+    cp_error err;
+
+    if (id == 0)
+        return NULL;
+    for (size_t i = 0; i < c->count; i++)
+        if (c->e[i].id == id && c->e[i].institution == institution)
+            return c->e[i].name;
+    cp_error_clear(&err);
+    if (institution && directory_institution_get(a->cfg.dir, id, &inst, &err) == CP_OK)
+        found = inst.name;
+    else if (!institution && directory_user_get(a->cfg.dir, id, &u, &err) == CP_OK)
+        found = u.display_name[0] != '\0' ? u.display_name : u.username;
+    if (found == NULL)
+        return NULL;
+    if (c->count < API_NAMES_MAX) {
+        slot = &c->e[c->count++];
+    } else {
+        slot = &c->e[c->next];
+        c->next = (c->next + 1) % API_NAMES_MAX;
+    }
+    slot->id = id;
+    slot->institution = institution;
+    snprintf(slot->name, sizeof(slot->name), "%s", found);
+    return slot->name;
+}
+
+static int set_name(json_t *obj, const char *key, const char *name)
+{
+    return json_object_set_new(obj, key, name ? json_string(name) : json_null());
+}
+
+json_t *api_order_json_named(api_service *a, api_names *c, const order *o)
+{
+    api_names own;
+    json_t *j = api_order_json(o);
+    int bad = 0;
+
+    if (j == NULL)
+        return NULL;
+    if (c == NULL) {
+        own.count = own.next = 0;
+        c = &own;
+    }
+    bad |= set_name(j, "doctor_name", api_name_of(a, c, false, o->doctor_id));
+    bad |= set_name(j, "reviewer_name", api_name_of(a, c, false, o->reviewer_id));
+    bad |= set_name(j, "requesting_institution_name",
+                    api_name_of(a, c, true, o->requesting_id));
+    bad |= set_name(j, "reading_institution_name", api_name_of(a, c, true, o->reading_id));
+    if (o->state == ORDER_OFFERED && a->cfg.disp) {
+        int64_t due = 0;
+        cp_error err;
+
+        /* The offer card counts down to the end of the answer window. */
+        cp_error_clear(&err);
+        dispatch_offer_expires(a->cfg.disp, o->id, &due, &err);
+        bad |= set_time(j, "offer_expires", due);
+    }
     if (bad) {
         json_decref(j);
         return NULL;
@@ -249,7 +322,7 @@ static cp_status respond_changed(api_service *a, http_request *req, int64_t id,
     if (st != CP_OK)
         return api_respond_status(req, st, &err);
     api_order_audit(a, req, AUDIT_ORDER_RECORD, AUDIT_UPDATE, type, &o);
-    return api_respond_json(req, 200, api_order_json(&o));
+    return api_respond_json(req, 200, api_order_json_named(a, NULL, &o));
 }
 
 /* --- asking for a read ---------------------------------------------------------------- */
@@ -322,10 +395,39 @@ static bool may_request(const principal *p, int64_t institution_id)
            api_own_institution(p, institution_id);
 }
 
+/*
+ * The last four digits of a phone number into out (5 bytes): the number
+ * may carry spaces, dashes, dots, brackets and a leading '+'; false when it
+ * has anything else or fewer than four digits. Only these digits are kept:
+ * the cloud film's second factor where the institution asks for it.
+ */
+static bool phone_last4(const char *phone, char out[5])
+{
+    size_t digits = 0, n = strlen(phone);
+
+    for (size_t i = 0; i < n; i++) {
+        char c = phone[i];
+
+        if (c >= '0' && c <= '9')
+            digits++;
+        else if (!strchr(" -.()", c) && !(c == '+' && i == 0))
+            return false;
+    }
+    if (digits < 4)
+        return false;
+    out[4] = '\0';
+    for (size_t i = n, k = 4; k > 0; i--) {
+        if (phone[i - 1] >= '0' && phone[i - 1] <= '9')
+            out[--k] = phone[i - 1];
+    }
+    return true;
+}
+
 static cp_status create_body(api_service *a, http_request *req, json_t *body)
 {
     const principal *p = api_principal(req);
-    const char *uid, *part, *prio, *notes;
+    const char *uid, *part, *prio, *notes, *phone = NULL;
+    char last4[5] = "";
     int64_t wanted = 0;
     bool has_wanted;
     int priority = ORDER_ROUTINE;
@@ -343,6 +445,10 @@ static cp_status create_body(api_service *a, http_request *req, json_t *body)
         (prio && (priority = order_priority_parse(prio)) < 0))
         return api_respond_error(req, 400, "invalid",
                                  "study_uid is required; priority is routine or urgent");
+    if (!api_json_string(body, "patient_phone", ORDER_PHONE_MAX, false, &phone) ||
+        (phone && phone[0] && !phone_last4(phone, last4)))
+        return api_respond_error(req, 400, "invalid",
+                                 "patient_phone is a phone number of at least four digits");
 
     cp_error_clear(&err);
     st = find_study(a, uid, &s, &err);
@@ -365,13 +471,15 @@ static cp_status create_body(api_service *a, http_request *req, json_t *body)
     o.requesting_id = s.institution_id;
     o.requested_by = p->kind == PRINCIPAL_USER ? p->id : 0;
     o.wanted_doctor_id = wanted;
+    memcpy(o.phone_last4, last4, sizeof(o.phone_last4));
+    explicit_bzero(last4, sizeof(last4));
     st = dispatch_submit(a->cfg.disp, &o, &err);
     if (st == CP_ERR_EXISTS)
         return api_respond_error(req, 409, "exists", "the study has an open order already");
     if (st != CP_OK)
         return respond_dispatch(req, st, &err);
     api_order_audit(a, req, AUDIT_ORDER_RECORD, AUDIT_CREATE, "submitted", &o);
-    return api_respond_json(req, 201, api_order_json(&o));
+    return api_respond_json(req, 201, api_order_json_named(a, NULL, &o));
 }
 
 static cp_status handle_create(http_request *req, void *ctx)
@@ -393,6 +501,7 @@ typedef struct list_ctx {
     int64_t last_scanned;
     int64_t last;                       /* the last order answered */
     bool more;
+    api_names names;
 } list_ctx;
 
 static cp_status list_one(void *ctx, const order *o)
@@ -405,7 +514,7 @@ static cp_status list_one(void *ctx, const order *o)
             return CP_ERR_STOPPED;
         }
     } else if (api_order_visible(l->a, l->p, o)) {
-        if (json_array_append_new(l->arr, api_order_json(o)) != 0)
+        if (json_array_append_new(l->arr, api_order_json_named(l->a, &l->names, o)) != 0)
             return CP_ERR_NOMEM;
         l->got++;
         l->last = o->id;
@@ -448,7 +557,7 @@ static cp_status handle_list(http_request *req, void *ctx)
     const char *inst = http_request_query(req, "institution");
     const char *after = http_request_query(req, "after");
     const char *limit = http_request_query(req, "limit");
-    list_ctx l = { a, api_principal(req), NULL, ORDER_LIST_DEFAULT, 0, 0, 0, 0, false };
+    list_ctx l;
     order_filter f;
     order_state st_one;
     int64_t inst_id = 0, n = 0;
@@ -458,6 +567,10 @@ static cp_status handle_list(http_request *req, void *ctx)
 
     if (!need_consult(a, req))
         return CP_OK;
+    memset(&l, 0, sizeof(l));
+    l.a = a;
+    l.p = api_principal(req);
+    l.want = ORDER_LIST_DEFAULT;
     memset(&f, 0, sizeof(f));
     if (state) {
         st_one = order_state_parse(state);
@@ -522,7 +635,7 @@ static cp_status handle_get(http_request *req, void *ctx)
 
     if (!api_order_load(a, req, &o))
         return CP_OK;
-    j = api_order_json(&o);
+    j = api_order_json_named(a, NULL, &o);
     hist = json_array();
     if (!j || !hist) {
         json_decref(j);
@@ -559,6 +672,7 @@ static cp_status handle_pool(http_request *req, void *ctx)
     const principal *p = api_principal(req);
     order *list;
     size_t count = 0;
+    api_names *names;
     json_t *arr;
     cp_error err;
     cp_status st;
@@ -570,16 +684,21 @@ static cp_status handle_pool(http_request *req, void *ctx)
     if (st != CP_OK)
         return api_respond_status(req, st, &err);
     list = cp_calloc(API_POOL_MAX, sizeof(*list));
-    if (!list)
+    names = cp_calloc(1, sizeof(*names));
+    if (!list || !names) {
+        cp_free(list);
+        cp_free(names);
         return api_respond_json(req, 503, NULL);
+    }
     st = dispatch_visible(a->cfg.disp, p, list, API_POOL_MAX, &count, &err);
     arr = st == CP_OK ? json_array() : NULL;
     for (size_t i = 0; arr && i < count; i++)
-        if (json_array_append_new(arr, api_order_json(&list[i])) != 0) {
+        if (json_array_append_new(arr, api_order_json_named(a, names, &list[i])) != 0) {
             json_decref(arr);
             arr = NULL;
         }
     cp_free(list);
+    cp_free(names);
     if (st != CP_OK)
         return api_respond_status(req, st, &err);
     api_audit_change(a, req, AUDIT_QUERY, AUDIT_EXECUTE, "pool", "query", 0, 0, NULL);
@@ -620,7 +739,7 @@ static cp_status handle_grab(http_request *req, void *ctx)
     switch (result) {
     case DISPATCH_GRABBED:
         api_order_audit(a, req, AUDIT_ORDER_RECORD, AUDIT_UPDATE, "grabbed", &o);
-        return api_respond_json(req, 200, api_order_json(&o));
+        return api_respond_json(req, 200, api_order_json_named(a, NULL, &o));
     case DISPATCH_GONE:
         return api_respond_error(req, 409, "gone", "someone else has it, or it left the pool");
     case DISPATCH_OVER_CAP:
@@ -799,11 +918,62 @@ static cp_status handle_duty(http_request *req, void *ctx)
     return api_read_json(a, req, duty_body);
 }
 
+typedef struct duty_ctx {
+    api_service *a;
+    api_names names;
+    json_t *arr;
+} duty_ctx;
+
+static cp_status duty_one(void *ctx, int64_t doctor_id, int64_t until_us)
+{
+    duty_ctx *c = ctx;
+    const char *name = api_name_of(c->a, &c->names, false, doctor_id);
+    json_t *j = json_pack("{s:I, s:o}", "doctor_id", (json_int_t)doctor_id,
+                          "doctor_name", name ? json_string(name) : json_null());
+
+    if (!j || set_time(j, "until", until_us) != 0 || json_array_append_new(c->arr, j) != 0)
+        return CP_ERR_NOMEM;
+    return CP_OK;
+}
+
+static cp_status handle_duty_list(http_request *req, void *ctx)
+{
+    api_service *a = ctx;
+    duty_ctx *c;
+    json_t *arr;
+    cp_error err;
+    cp_status st;
+
+    if (!need_consult(a, req))
+        return CP_OK;
+    if (!api_is_centre_admin(a, api_principal(req)))
+        return api_respond_error(req, 403, "forbidden", "for the admin of a reading centre");
+    arr = json_array();
+    c = cp_calloc(1, sizeof(*c));
+    if (!arr || !c) {
+        json_decref(arr);
+        cp_free(c);
+        return api_respond_json(req, 503, NULL);
+    }
+    c->a = a;
+    c->arr = arr;
+    cp_error_clear(&err);
+    st = dispatch_duty_list(a->cfg.disp, duty_one, c, &err);
+    cp_free(c);
+    if (st != CP_OK) {
+        json_decref(arr);
+        return api_respond_status(req, st, &err);
+    }
+    api_audit_change(a, req, AUDIT_QUERY, AUDIT_EXECUTE, "duty", "query", 0, 0, NULL);
+    return api_respond_json(req, 200, json_pack("{s:o}", "duty", arr));
+}
+
 /* --- live updates ------------------------------------------------------------------------- */
 
 static cp_status handle_events(http_request *req, void *ctx)
 {
     api_service *a = ctx;
+    const char *after = http_request_header(req, "Last-Event-ID");
     http_events *ev;
     cp_error err;
     cp_status st;
@@ -815,7 +985,10 @@ static cp_status handle_events(http_request *req, void *ctx)
     if (st != CP_OK)
         return st;
     cp_error_clear(&err);
-    st = events_subscribe(a->cfg.events, api_principal(req), ev, &err);
+    /* A reconnecting EventSource names the last event it got: it gets what followed. */
+    if (after == NULL)
+        after = http_request_query(req, "last_event_id");
+    st = events_subscribe_from(a->cfg.events, api_principal(req), ev, after, &err);
     if (st != CP_OK)
         cp_log_warn("api.events", "request=%s detail=\"%s\"", http_request_id(req),
                     err.detail);
@@ -841,6 +1014,7 @@ cp_status api_orders_register(api_service *a, http_server *s)
         { HTTP_GET, "/api/pool", handle_pool },
         { HTTP_POST, "/api/presence", handle_presence },
         { HTTP_PUT, "/api/duty/{doctor_id}", handle_duty },
+        { HTTP_GET, "/api/duty", handle_duty_list },
         { HTTP_GET, "/api/events", handle_events },
     };
 

@@ -12,6 +12,7 @@
 #include <jansson.h>
 
 #include "api/api.h"
+#include "auth/directory.h"
 #include "consult/order.h"
 
 /* Registers the routes of this part of the API. */
@@ -45,6 +46,36 @@ bool api_order_load(api_service *a, http_request *req, order *o);
 
 /* The order as JSON (a new reference, NULL when out of memory). */
 json_t *api_order_json(const order *o);
+
+/* Display names looked up while one request runs: a list asks once per id. */
+#define API_NAMES_MAX 32
+
+typedef struct api_name {
+    int64_t id;
+    bool institution;                   /* else a user */
+    char name[DIRECTORY_NAME_MAX + 1];
+} api_name;
+
+typedef struct api_names {
+    size_t count;
+    size_t next;                        /* the slot replaced once all are used */
+    api_name e[API_NAMES_MAX];
+} api_names;
+
+/*
+ * The display name of a user (its username when it has none) or of an
+ * institution; NULL for id 0 or one the directory does not have. The
+ * pointer lives as long as c and until the next call with c.
+ */
+const char *api_name_of(api_service *a, api_names *c, bool institution, int64_t id);
+
+/*
+ * api_order_json with the names of the people and institutions it names:
+ * doctor_name, reviewer_name, requesting_institution_name,
+ * reading_institution_name (null when unset). Professional names, not
+ * patient data: a report must name its author. c may be NULL (no cache).
+ */
+json_t *api_order_json_named(api_service *a, api_names *c, const order *o);
 
 /* Writes the audit record of an order: an Order Record (PS3.15 A.5.3.9) or what event says. */
 void api_order_audit(api_service *a, const http_request *req, audit_event event,

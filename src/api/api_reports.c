@@ -62,6 +62,33 @@ static json_t *version_json(const report_version *v)
                      "signature", v->signature);
 }
 
+/* The version with the names of its author and reviewer (a report names its author). */
+static json_t *version_json_named(api_service *a, api_names *c, const report_version *v)
+{
+    json_t *j = version_json(v);
+    const char *author, *reviewer;
+    api_names own;
+
+    if (j == NULL)
+        return NULL;
+    if (c == NULL) {
+        own.count = own.next = 0;
+        c = &own;
+    }
+    author = api_name_of(a, c, false, v->author_id);
+    if (json_object_set_new(j, "author_name", author ? json_string(author) : json_null()) != 0)
+        goto fail;
+    reviewer = api_name_of(a, c, false, v->reviewer_id);
+    if (json_object_set_new(j, "reviewer_name",
+                            reviewer ? json_string(reviewer) : json_null()) != 0)
+        goto fail;
+    return j;
+
+fail:
+    json_decref(j);
+    return NULL;
+}
+
 /* Report errors: 403 not yours, 423 locked, 409 the state does not allow it. */
 static cp_status respond_report(http_request *req, cp_status st, const cp_error *err)
 {
@@ -165,7 +192,7 @@ static cp_status handle_draft_get(http_request *req, void *ctx)
     } else if (st != CP_OK) {
         return api_respond_status(req, st, &err);
     }
-    j = version_json(&v);
+    j = version_json_named(a, NULL, &v);
     report_version_clear(&v);
     api_order_audit(a, req, AUDIT_PATIENT_RECORD, AUDIT_READ, "draft_read", &o);
     return api_respond_json(req, 200, j);
@@ -206,7 +233,7 @@ static cp_status draft_body(api_service *a, http_request *req, json_t *body)
         st = report_get(a->cfg.reports, o.id, 0, &v, &err);
     if (st != CP_OK)
         return respond_report(req, st, &err);
-    j = version_json(&v);
+    j = version_json_named(a, NULL, &v);
     report_version_clear(&v);
     api_order_audit(a, req, AUDIT_PATIENT_RECORD, AUDIT_UPDATE, "draft_saved", &o);
     return api_respond_json(req, 200, j);
@@ -248,7 +275,7 @@ static cp_status submit_body(api_service *a, http_request *req, json_t *body)
         st = release(a, req, &o, &err);
     if (st != CP_OK)
         return respond_report(req, st, &err);
-    j = api_order_json(&o);
+    j = api_order_json_named(a, NULL, &o);
     if (j)
         json_object_set_new(j, "report_version", json_integer(version));
     return api_respond_json(req, 200, j);
@@ -283,7 +310,7 @@ static cp_status review_body(api_service *a, http_request *req, json_t *body)
         st = release(a, req, &o, &err);
     if (st != CP_OK)
         return respond_report(req, st, &err);
-    return api_respond_json(req, 200, api_order_json(&o));
+    return api_respond_json(req, 200, api_order_json_named(a, NULL, &o));
 }
 
 static cp_status handle_review(http_request *req, void *ctx)
@@ -309,6 +336,7 @@ static cp_status handle_report_get(http_request *req, void *ctx)
     const principal *p = api_principal(req);
     report_version v = { 0 };
     cp_buf text = CP_BUF_INIT;
+    api_names *names;
     json_t *j;
     order o;
     cp_error err;
@@ -322,9 +350,20 @@ static cp_status handle_report_get(http_request *req, void *ctx)
     st = report_get(a->cfg.reports, o.id, -1, &v, &err);
     if (st != CP_OK)
         return api_respond_status(req, st, &err);
-    j = version_json(&v);
+    names = cp_calloc(1, sizeof(*names));
+    j = names != NULL ? version_json_named(a, names, &v) : NULL;
     if (j) {
         bool released = v.status == REPORT_RELEASED;
+        static const char *const from_order[] = {
+            "doctor_name", "reviewer_name", "requesting_institution_name",
+            "reading_institution_name",
+        };
+        json_t *named = api_order_json_named(a, names, &o);
+
+        /* Who asked, who read under whose name: the report's letterhead. */
+        for (size_t i = 0; named && i < sizeof(from_order) / sizeof(from_order[0]); i++)
+            json_object_set(j, from_order[i], json_object_get(named, from_order[i]));
+        json_decref(named);
 
         json_object_set_new(j, "signature_valid",
                             released ? json_boolean(report_verify(a->cfg.reports, &v, &o))
@@ -338,15 +377,22 @@ static cp_status handle_report_get(http_request *req, void *ctx)
     }
     report_version_clear(&v);
     cp_buf_free(&text);
+    cp_free(names);
     api_order_audit(a, req, AUDIT_PATIENT_RECORD, AUDIT_READ, "report_read", &o);
     return api_respond_json(req, 200, j);
 }
 
+typedef struct versions_ctx {
+    api_service *a;
+    api_names names;
+    json_t *arr;
+} versions_ctx;
+
 static cp_status versions_one(void *ctx, const report_version *v)
 {
-    json_t *arr = ctx;
+    versions_ctx *c = ctx;
 
-    if (json_array_append_new(arr, version_json(v)) != 0)
+    if (json_array_append_new(c->arr, version_json_named(c->a, &c->names, v)) != 0)
         return CP_ERR_NOMEM;
     return CP_OK;
 }
@@ -354,6 +400,7 @@ static cp_status versions_one(void *ctx, const report_version *v)
 static cp_status handle_versions(http_request *req, void *ctx)
 {
     api_service *a = ctx;
+    versions_ctx *vc;
     json_t *arr;
     order o;
     cp_error err;
@@ -364,10 +411,17 @@ static cp_status handle_versions(http_request *req, void *ctx)
     if (!reads_unreleased(a, api_principal(req), &o))
         return api_respond_forbidden(req);
     arr = json_array();
-    if (!arr)
+    vc = cp_calloc(1, sizeof(*vc));
+    if (!arr || !vc) {
+        json_decref(arr);
+        cp_free(vc);
         return api_respond_json(req, 503, NULL);
+    }
+    vc->a = a;
+    vc->arr = arr;
     cp_error_clear(&err);
-    st = report_versions(a->cfg.reports, o.id, versions_one, arr, &err);
+    st = report_versions(a->cfg.reports, o.id, versions_one, vc, &err);
+    cp_free(vc);
     if (st != CP_OK) {
         json_decref(arr);
         return api_respond_status(req, st, &err);

@@ -380,6 +380,33 @@ static int open_stores(serve_consult *c)
     return CLI_EXIT_OK;
 }
 
+static void on_repair(void *ctx, int64_t order_id, const char *what, const cp_error *err)
+{
+    (void)ctx;
+    if (err != NULL)
+        cp_log_warn("consult.report_repair_failed", "order=%" PRId64 " detail=\"%s\"",
+                    order_id, err->detail);
+    else
+        cp_log_warn("consult.report_repaired", "order=%" PRId64 " action=%s", order_id, what);
+}
+
+/*
+ * A crash between an order's move and its report version's write leaves
+ * the order ahead (report.h, report_repair): put right before the engine
+ * runs, by the process that runs it.
+ */
+static void repair_reports(serve_consult *c)
+{
+    size_t repaired = 0;
+    cp_error err;
+
+    cp_error_clear(&err);
+    if (report_repair(c->reports, on_repair, c, &repaired, &err) != CP_OK)
+        cp_log_warn("consult.report_repair_failed", "detail=\"%s\"", err.detail);
+    else if (repaired > 0)
+        cp_log_info("consult.report_repair", "orders=%zu", repaired);
+}
+
 static int open_dispatch(serve_consult *c)
 {
     dispatch_config dc;
@@ -403,6 +430,7 @@ static int open_dispatch(serve_consult *c)
         return consult_fail("event hub", &err);
     if (!c->cc.run_dispatch)
         return CLI_EXIT_OK;
+    repair_reports(c);
     if (dispatch_start(c->disp, &err) != CP_OK)
         return consult_fail("dispatch timers", &err);
     c->dispatch_started = true;
@@ -520,4 +548,63 @@ int serve_consult_order_gate(void *ctx, const principal *p, const char *study_ui
         (o->state == ORDER_REPORTED || o->state == ORDER_APPROVED))
         return DWEB_ORDER_OPENS;
     return DWEB_ORDER_CLOSES;
+}
+
+typedef struct studies_find {
+    const principal *p;
+    bool reviewer;                      /* the reviewer's queue, not held orders */
+    char (*uids)[INDEX_UID_MAX + 1];
+    size_t cap;
+    size_t count;
+} studies_find;
+
+static cp_status studies_one(void *ctx, const order *o)
+{
+    studies_find *s = ctx;
+
+    if (s->count == s->cap)
+        return CP_ERR_STOPPED;
+    if (s->reviewer && !own_institution(s->p, o->reading_id))
+        return CP_OK;
+    snprintf(s->uids[s->count++], INDEX_UID_MAX + 1, "%s", o->study_uid);
+    return CP_OK;
+}
+
+/*
+ * What serve_consult_order_gate opens, listed: the orders p holds or is
+ * offered, then (a reviewer) those of its centre awaiting review or
+ * release. Pooled orders need no list: eligibility needs a contract,
+ * which the policy's scope has already.
+ */
+size_t serve_consult_order_studies(void *ctx, const principal *p,
+                                   char (*uids)[INDEX_UID_MAX + 1], size_t cap)
+{
+    static const order_state held[] = {
+        ORDER_OFFERED, ORDER_CLAIMED, ORDER_REPORTED, ORDER_RETURNED,
+    };
+    static const order_state review[] = { ORDER_REPORTED, ORDER_APPROVED };
+    serve_consult *c = ctx;
+    studies_find s = { p, false, uids, cap, 0 };
+    order_filter f;
+    cp_error err;
+
+    if (p->kind != PRINCIPAL_USER || p->id == 0)
+        return 0;
+    memset(&f, 0, sizeof(f));
+    f.states = held;
+    f.state_count = sizeof(held) / sizeof(held[0]);
+    f.doctor_id = p->id;
+    f.limit = cap;
+    cp_error_clear(&err);
+    order_list(c->orders, &f, studies_one, &s, &err);
+    if (!(p->roles & ROLE_REVIEWER) || s.count == cap)
+        return s.count;
+
+    memset(&f, 0, sizeof(f));
+    f.states = review;
+    f.state_count = sizeof(review) / sizeof(review[0]);
+    f.limit = CONSULT_REVIEW_SCAN;
+    s.reviewer = true;
+    order_list(c->orders, &f, studies_one, &s, &err);
+    return s.count;
 }

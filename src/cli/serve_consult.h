@@ -58,4 +58,8 @@ void serve_consult_fill_api(serve_consult *c, api_config *ac);
 /* A dweb_config.order_gate with the serve_consult as ctx (dicomweb/dicomweb.h). */
 int serve_consult_order_gate(void *ctx, const principal *p, const char *study_uid);
 
+/* A dweb_config.order_studies with the serve_consult as ctx (dicomweb/dicomweb.h). */
+size_t serve_consult_order_studies(void *ctx, const principal *p,
+                                   char (*uids)[INDEX_UID_MAX + 1], size_t cap);
+
 #endif

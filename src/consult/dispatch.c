@@ -265,6 +265,23 @@ static const char page_script[] =
     "table.insert(out, redis.call('GET', P..'load:'..ARGV[4]) or '0')\n"
     "return out\n";
 
+/*
+ * The work a doctor holds that comes before a deadline, in half units:
+ * ARGV P, doctor, deadline. Claims due no later count whole (the doctor
+ * reads earliest deadline first); the smallest later one counts half, for
+ * a read that may be under way.
+ */
+static const char ahead_script[] =
+    "local P = ARGV[1]\n"
+    "local ahead, later = 0, 0\n"
+    "for _, id in ipairs(redis.call('SMEMBERS', P..'claims:'..ARGV[2])) do\n"
+    "  local f = redis.call('HMGET', P..'ord:'..id, 'dl', 'w')\n"
+    "  local w = tonumber(f[2] or '0') or 0\n"
+    "  if (tonumber(f[1] or '0') or 0) <= tonumber(ARGV[3]) then ahead = ahead + w\n"
+    "  elseif later == 0 or w < later then later = w end\n"
+    "end\n"
+    "return 2 * ahead + later\n";
+
 /* Takes or renews the timer lease: KEYS[1] leader, ARGV instance ms. */
 static const char lease_script[] =
     "local cur = redis.call('GET', KEYS[1])\n"
@@ -308,6 +325,8 @@ void dispatch_rules_default(dispatch_rules *r)
     r->ack_s = 120;
     r->alert_percent = 80;
     r->fallback_percent = 60;
+    r->unit_read_s = 300;
+    r->margin_s = 900;
     r->cap_units = 6;
     r->visible_max = 5;
     r->presence_s = 60;
@@ -470,6 +489,10 @@ cp_status dispatch_rules_from_config(const cp_config *cfg, dispatch_rules *r, cp
         st = rule_int(cfg, "visible_max", &r->visible_max, 1, 100, err);
     if (st == CP_OK)
         st = rule_int(cfg, "presence_seconds", &r->presence_s, 5, 3600, err);
+    if (st == CP_OK)
+        st = rule_int(cfg, "unit_read_seconds", &r->unit_read_s, 1, 7200, err);
+    if (st == CP_OK)
+        st = rule_minutes(cfg, "deadline_margin_minutes", &r->margin_s, 0, err);
     if (st != CP_OK)
         return st;
 
@@ -1265,6 +1288,25 @@ static int64_t affinity_holder(dispatch *d, const order *o)
     return (int64_t)doc;
 }
 
+static int64_t latest_start(const dispatch *d, const order *o, long long ahead);
+
+/*
+ * Whether the doctor holding the patient's other orders can still read o
+ * in time after what they hold: otherwise o goes to the pool, where a
+ * free doctor takes it sooner.
+ */
+static bool holder_in_time(dispatch *d, int64_t holder, const order *o)
+{
+    char suffix[48], key[KV_KEY_MAX];
+    long long units = 0;
+
+    snprintf(suffix, sizeof suffix, "load:%lld", (long long)holder);
+    if (key_of(d, key, sizeof key, suffix) != CP_OK ||
+        redis_int(d, &units, NULL, "GET", key, NULL) != CP_OK)
+        return true;
+    return units == 0 || now_us(d) <= latest_start(d, o, 2 * units);
+}
+
 cp_status dispatch_submit(dispatch *d, order *o, cp_error *err)
 {
     int64_t now, holder, reading = 0;
@@ -1293,7 +1335,7 @@ cp_status dispatch_submit(dispatch *d, order *o, cp_error *err)
     holder = affinity_holder(d, o);
     timers[1].kind = "alert";
     timers[1].due = alert_due(d, o);
-    if (holder > 0 && id_eligible(d, holder, o, &reading)) {
+    if (holder > 0 && id_eligible(d, holder, o, &reading) && holder_in_time(d, holder, o)) {
         o->state = ORDER_CLAIMED;
         o->doctor_id = holder;
         o->reading_id = reading;
@@ -1368,6 +1410,52 @@ cp_status dispatch_set_duty(dispatch *d, int64_t doctor_id, int64_t until_us, cp
     if (d == NULL || doctor_id <= 0)
         return CP_ERR_INVALID;
     return zset_put(d, "duty", doctor_id, until_us, err);
+}
+
+cp_status dispatch_duty_list(dispatch *d, dispatch_duty_fn fn, void *ctx, cp_error *err)
+{
+    char key[KV_KEY_MAX];
+    numbuf nb = { .used = 0 };
+    kv_reply *r = NULL;
+    cp_status st;
+
+    if (d == NULL || fn == NULL)
+        return CP_ERR_INVALID;
+    st = key_of(d, key, sizeof key, "duty");
+    if (st != CP_OK)
+        return refuse(err, st, "key too long");
+    /* Ended duties stay in the set until set again: only those still running. */
+    st = kv_commandv(d->kv, &r, err, "ZRANGEBYSCORE", key, num(&nb, now_us(d)), "+inf",
+                     "WITHSCORES", (char *)NULL);
+    if (st != CP_OK)
+        return st;
+    for (size_t i = 0; st == CP_OK && r->type == KV_REPLY_ARRAY && i + 1 < r->count; i += 2)
+        if (r->elements[i]->type == KV_REPLY_STRING &&
+            r->elements[i + 1]->type == KV_REPLY_STRING)
+            st = fn(ctx, strtoll(r->elements[i]->str, NULL, 10),
+                    strtoll(r->elements[i + 1]->str, NULL, 10));
+    kv_reply_free(r);
+    return st == CP_ERR_STOPPED ? CP_OK : st;
+}
+
+cp_status dispatch_offer_expires(dispatch *d, int64_t order_id, int64_t *due_us, cp_error *err)
+{
+    char key[KV_KEY_MAX], member[48];
+    kv_reply *r = NULL;
+    cp_status st;
+
+    *due_us = 0;
+    if (d == NULL)
+        return CP_ERR_INVALID;
+    st = key_of(d, key, sizeof key, "timers");
+    if (st != CP_OK)
+        return refuse(err, st, "key too long");
+    snprintf(member, sizeof member, "ack:%lld", (long long)order_id);
+    st = kv_commandv(d->kv, &r, err, "ZSCORE", key, member, (char *)NULL);
+    if (st == CP_OK && r->type == KV_REPLY_STRING)
+        *due_us = strtoll(r->str, NULL, 10);
+    kv_reply_free(r);
+    return st;
 }
 
 /* --- the pool as a doctor sees it ----------------------------------------- */
@@ -1851,6 +1939,7 @@ typedef struct candidate {
     int64_t reading_id;
     long long units;
     long long claims;
+    long long ahead;                    /* half units read before the order (PICK_ONLINE) */
 } candidate;
 
 static bool candidate_better(const candidate *a, const candidate *b)
@@ -1877,12 +1966,18 @@ static cp_status is_online(dispatch *d, const char *online, const char *member, 
     return CP_OK;
 }
 
+/* Which doctors pick_candidates lists. */
+typedef enum pick_mode {
+    PICK_ROOM,                          /* online, with room for o under the cap */
+    PICK_ONLINE,                        /* online, whatever they hold */
+    PICK_DUTY,                          /* on the fallback roster and online */
+} pick_mode;
+
 /*
- * Doctors who may read o and are online, least loaded first, into *out:
- * those on the fallback roster (from_duty), or every online doctor with
- * room for o under the cap (a doctor holding nothing always has room).
+ * Doctors who may read o, least loaded first, into *out (cp_free) as mode
+ * says; a doctor holding nothing always has room.
  */
-static cp_status pick_candidates(dispatch *d, const order *o, bool from_duty,
+static cp_status pick_candidates(dispatch *d, const order *o, pick_mode mode,
                                  candidate **out, size_t *count, cp_error *err)
 {
     char duty[KV_KEY_MAX], online[KV_KEY_MAX];
@@ -1890,6 +1985,7 @@ static cp_status pick_candidates(dispatch *d, const order *o, bool from_duty,
     kv_reply *r = NULL;
     size_t cap = 0, n = 0;
     long long weight = (long long)o->weight;
+    bool from_duty = mode == PICK_DUTY;
     cp_status st;
 
     *out = NULL;
@@ -1919,12 +2015,18 @@ static cp_status pick_candidates(dispatch *d, const order *o, bool from_duty,
         if (key_of(d, key, sizeof key, suffix) == CP_OK)
             st = redis_int(d, &units, err, "GET", key, NULL);
         c.units = units;
-        if (st == CP_OK && !from_duty && units > 0 &&
+        if (st == CP_OK && mode == PICK_ROOM && units > 0 &&
             units + weight > (long long)d->rules.cap_units)
             continue;
         snprintf(suffix, sizeof suffix, "claims:%lld", (long long)c.id);
         if (st == CP_OK && key_of(d, key, sizeof key, suffix) == CP_OK)
             st = redis_int(d, &c.claims, err, "SCARD", key, NULL);
+        c.ahead = 2 * c.units;
+        if (st == CP_OK && mode == PICK_ONLINE && c.claims > 0) {
+            const char *args[3] = { d->prefix, num(&nb, c.id), num(&nb, o->deadline_us) };
+
+            st = eval_int(d, ahead_script, 0, NULL, 3, args, &c.ahead, err);
+        }
         if (st == CP_OK)
             st = cp_array_grow(out, &cap, n, sizeof **out, 4, 1024);
         if (st != CP_OK)
@@ -1950,24 +2052,21 @@ static cp_status pick_candidates(dispatch *d, const order *o, bool from_duty,
 }
 
 /*
- * Gives o to the first candidate that takes it: *done when one did (or the
- * order left the pool meanwhile).
+ * Gives o to the first of cands (n of them) that takes it, past the cap
+ * when force: *done when one did (or the order left the pool meanwhile).
  */
-static cp_status give_to_first(dispatch *d, order *o, bool from_duty, const char *event,
-                               bool *done, unsigned *fired, cp_error *err)
+static cp_status give_to(dispatch *d, order *o, const candidate *cands, size_t n, bool force,
+                         const char *event, bool *done, unsigned *fired, cp_error *err)
 {
-    candidate *cands = NULL;
-    size_t n = 0;
-    cp_status st;
+    cp_status st = CP_OK;
 
     *done = false;
-    st = pick_candidates(d, o, from_duty, &cands, &n, err);
     for (size_t i = 0; st == CP_OK && i < n && !*done; i++) {
         dispatch_grab_result res = DISPATCH_GONE;
         order got;
 
         st = claim(d, o->id, o->version, prio_index(o), cands[i].id, cands[i].reading_id,
-                   from_duty, event, 0, &res, &got, err);
+                   force, event, 0, &res, &got, err);
         if (st == CP_OK && res == DISPATCH_GONE)
             *done = true;
         if (st == CP_OK && res == DISPATCH_GRABBED) {
@@ -1976,40 +2075,107 @@ static cp_status give_to_first(dispatch *d, order *o, bool from_duty, const char
             *done = true;
         }
     }
-    cp_free(cands);
     return st;
 }
 
+/* The expected time of reading units weight units, in µs. */
+static int64_t read_us(const dispatch *d, long long units)
+{
+    return (int64_t)units * (int64_t)d->rules.unit_read_s * US_PER_S;
+}
+
 /*
- * The grab window closed. First the least-loaded online doctor with room
- * takes it; once fallback_percent of the way to the deadline has passed,
- * the on-duty fallback reader with the least load takes it even past the
- * cap. Keeping the two apart matters at busy hours: forcing every late
- * order onto the roster piles them on one desk while others have room.
+ * When o must be handed to a doctor with `ahead` half units to read before
+ * it so that it is still read in time: its deadline less the margin, that
+ * work and its own.
+ */
+static int64_t latest_start(const dispatch *d, const order *o, long long ahead)
+{
+    return o->deadline_us - (int64_t)d->rules.margin_s * US_PER_S -
+           read_us(d, (ahead + 1) / 2 + (long long)o->weight);
+}
+
+/* The candidate that would begin reading o first (the least work before it). */
+static size_t soonest(const candidate *c, size_t n)
+{
+    size_t best = 0;
+
+    for (size_t i = 1; i < n; i++)
+        if (c[i].ahead < c[best].ahead ||
+            (c[i].ahead == c[best].ahead && candidate_better(&c[i], &c[best])))
+            best = i;
+    return best;
+}
+
+/*
+ * The grab window closed (or its retry came). In this order:
+ *   - a doctor online and idle takes it (auto_assigned): nothing waits;
+ *   - the one doctor online who may read it takes it when it has room;
+ *   - else the least-loaded doctor with room holding at most one order
+ *     (the one being read) takes it as their next, so that it is opened
+ *     while they finish and they need not come back to the pool;
+ *   - at fallback_percent of the way to the deadline, the on-duty reader
+ *     with the least load takes it past the cap (fallback), unless an
+ *     online doctor holds less;
+ *   - once its latest start (latest_start, for the least-loaded doctor
+ *     online) has come, the doctor with the least work due before it
+ *     takes it past the cap (deadline_assigned): it is read next but for
+ *     earlier deadlines.
+ * Otherwise it stays in the pool, where doctors take the earliest deadline
+ * first as they become free: handing it to a doctor with a queue would
+ * make it wait behind that queue while another may be free sooner. The
+ * timer comes back at the next point that may change the answer.
  */
 static cp_status fire_grab(dispatch *d, order *o, unsigned *fired, cp_error *err)
 {
-    int64_t now = now_us(d), fallback_at, retry_at;
-    bool done = false;
+    int64_t now = now_us(d), fallback_at, start_at, retry_at;
+    candidate *online = NULL, *duty = NULL;
+    size_t n = 0, nduty = 0, first;
+    bool done = false, room = false;
     cp_status st;
 
-    st = give_to_first(d, o, false, "auto_assigned", &done, fired, err);
-    if (st != CP_OK || done)
+    st = pick_candidates(d, o, PICK_ONLINE, &online, &n, err);
+    if (st != CP_OK)
         return st;
     fallback_at = o->pooled_us + (o->deadline_us - o->pooled_us) *
                                      (int64_t)d->rules.fallback_percent / 100;
-    if (now >= fallback_at) {
-        st = give_to_first(d, o, true, "fallback", &done, fired, err);
-        if (st != CP_OK || done)
-            return st;
-    }
+    first = n > 0 ? soonest(online, n) : 0;
+    start_at = n > 0 ? latest_start(d, o, 2 * online[0].units) : INT64_MAX;
+    room = n > 0 && (online[0].units == 0 ||
+                     online[0].units + (long long)o->weight <= (long long)d->rules.cap_units);
 
-    /* Nobody could take it: the centre must act; try again soon. */
-    emit(d, DISPATCH_EVENT_ALERT, o, "unassigned", 0);
-    (*fired)++;
+    if (n > 0 && online[0].units == 0)
+        st = give_to(d, o, online, 1, false, "auto_assigned", &done, fired, err);
+    else if (n == 1 && online[0].units + (long long)o->weight <= (long long)d->rules.cap_units)
+        st = give_to(d, o, online, 1, false, "auto_assigned", &done, fired, err);
+    else {
+        for (size_t i = 0; i < n && !done && st == CP_OK; i++)
+            if (online[i].claims <= 1 &&
+                online[i].units + (long long)o->weight <= (long long)d->rules.cap_units)
+                st = give_to(d, o, &online[i], 1, false, "auto_assigned", &done, fired, err);
+    }
+    if (st == CP_OK && !done && now >= fallback_at) {
+        st = pick_candidates(d, o, PICK_DUTY, &duty, &nduty, err);
+        if (st == CP_OK && nduty > 0 && (n == 0 || duty[0].units <= online[0].units))
+            st = give_to(d, o, duty, 1, true, "fallback", &done, fired, err);
+    }
+    if (st == CP_OK && !done && now >= start_at)
+        st = give_to(d, o, &online[first], 1, true, "deadline_assigned", &done, fired, err);
+    cp_free(online);
+    cp_free(duty);
+    if (st != CP_OK || done)
+        return st;
+
+    /* Nobody online may read it, or has room for it: the centre should know. */
+    if (!room) {
+        emit(d, DISPATCH_EVENT_ALERT, o, "unassigned", 0);
+        (*fired)++;
+    }
     retry_at = now + DISPATCH_FALLBACK_RETRY_S * US_PER_S;
     if (fallback_at > now && fallback_at < retry_at)
         retry_at = fallback_at;
+    if (start_at > now && start_at < retry_at)
+        retry_at = start_at;
     return timer_add(d, "grab", o->id, retry_at);
 }
 

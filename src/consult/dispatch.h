@@ -80,6 +80,17 @@ typedef struct dispatch_rules {
      * takes it, past the cap if need be; 60.
      */
     unsigned fallback_percent;
+    /*
+     * Added: the expected reading time of one weight unit (300: a CR five
+     * minutes, a CT fifteen, an MR twenty), and the margin kept before a
+     * deadline (300). An order whose deadline, less the margin, its own
+     * read and the work already queued at the least-loaded doctor online,
+     * has come is given to that doctor even past the cap: nobody waits in
+     * the pool until too late, and nobody is handed an order to queue
+     * behind others while the pool could still reach a free doctor first.
+     */
+    unsigned unit_read_s;
+    unsigned margin_s;
 } dispatch_rules;
 
 /* The defaults above. */
@@ -91,7 +102,8 @@ void dispatch_rules_default(dispatch_rules *r);
  * grab_window_urgent_minutes, open_routine_minutes, open_urgent_minutes,
  * report_routine_minutes, report_urgent_minutes, ack_minutes, alert_percent,
  * fallback_percent,
- * cap_units, visible_max, presence_seconds, cooldown_minutes, weights.
+ * cap_units, visible_max, presence_seconds, cooldown_minutes, weights,
+ * unit_read_seconds, deadline_margin_minutes.
  */
 cp_status dispatch_rules_from_config(const cp_config *cfg, dispatch_rules *r, cp_error *err);
 
@@ -153,6 +165,19 @@ cp_status dispatch_offline(dispatch *d, int64_t doctor_id, cp_error *err);
 
 /* The fallback roster: on duty until until_us (0: off duty now). */
 cp_status dispatch_set_duty(dispatch *d, int64_t doctor_id, int64_t until_us, cp_error *err);
+
+/* Called per doctor on duty now; CP_ERR_STOPPED ends the list early. */
+typedef cp_status (*dispatch_duty_fn)(void *ctx, int64_t doctor_id, int64_t until_us);
+
+/* The fallback roster as it is now: the doctors whose duty has not ended. */
+cp_status dispatch_duty_list(dispatch *d, dispatch_duty_fn fn, void *ctx, cp_error *err);
+
+/*
+ * When the offer of an offered order must be answered by (µs since 1970);
+ * 0 when no answer is awaited.
+ */
+cp_status dispatch_offer_expires(dispatch *d, int64_t order_id, int64_t *due_us,
+                                 cp_error *err);
 
 /*
  * The orders this doctor sees in the pool: at most visible_max of those they

@@ -14,6 +14,7 @@
 
 #include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <jansson.h>
@@ -42,7 +43,9 @@ struct events_hub {
     bool started;
     volatile bool stop;
     char stream_key[KV_KEY_MAX];
-    char last_id[64];
+    char last_id[64];                   /* the reader's own position */
+    char sent_id[64];                   /* the last entry fanned out; under lock */
+    bool lost;                          /* a publish failed: a resync entry is owed */
 };
 
 static const char *const kind_names[] = {
@@ -51,12 +54,44 @@ static const char *const kind_names[] = {
     [DISPATCH_EVENT_ALERT] = "alert",
 };
 
+/*
+ * Not a change of an order: "reload what you show", for everybody. Put in
+ * the stream once Redis takes writes again after a publish failed, and
+ * sent alone when a replay cannot be complete.
+ */
+#define EVENTS_RESYNC "resync"
+#define EVENTS_RESYNC_DATA "{\"kind\":\"resync\"}"
+
 static int kind_parse(const char *name)
 {
     for (int k = DISPATCH_EVENT_POOLED; k <= DISPATCH_EVENT_ALERT; k++)
         if (strcmp(kind_names[k], name) == 0)
             return k;
     return 0;
+}
+
+/* Whether text is a stream entry id ("<ms>-<seq>"); *ms and *seq get its parts. */
+static bool id_parse(const char *text, unsigned long long *ms, unsigned long long *seq)
+{
+    char *end = NULL;
+
+    if (text == NULL || *text < '0' || *text > '9' || strlen(text) >= 64)
+        return false;
+    *ms = strtoull(text, &end, 10);
+    if (*end != '-' || end[1] < '0' || end[1] > '9')
+        return false;
+    *seq = strtoull(end + 1, &end, 10);
+    return *end == '\0';
+}
+
+/* Whether entry id a comes before b (both valid). */
+static bool id_before(const char *a, const char *b)
+{
+    unsigned long long am, as, bm, bs;
+
+    if (!id_parse(a, &am, &as) || !id_parse(b, &bm, &bs))
+        return false;
+    return am < bm || (am == bm && as < bs);
 }
 
 cp_status events_hub_create(const events_config *cfg, events_hub **out, cp_error *err)
@@ -135,10 +170,36 @@ void events_hub_set_dispatch(events_hub *h, dispatch *d)
 
 /* --- publishing --------------------------------------------------------------- */
 
+static cp_status xadd(events_hub *h, const char *text, cp_error *err)
+{
+    char maxlen[24];
+
+    snprintf(maxlen, sizeof(maxlen), "%d", EVENTS_STREAM_MAXLEN);
+    return kv_commandv(h->cfg.kv, NULL, err, "XADD", h->stream_key, "MAXLEN", "~", maxlen, "*",
+                       "j", text, (const char *)NULL);
+}
+
+/*
+ * After a publish failed, live views missed a change: once the stream
+ * takes writes again, a resync entry tells every stream of every process
+ * to reload. Called before each publish and by the reader.
+ */
+static void owe_resync(events_hub *h)
+{
+    cp_error err;
+
+    if (!__atomic_load_n(&h->lost, __ATOMIC_ACQUIRE))
+        return;
+    cp_error_clear(&err);
+    if (xadd(h, EVENTS_RESYNC_DATA, &err) != CP_OK)
+        return;
+    __atomic_store_n(&h->lost, false, __ATOMIC_RELEASE);
+    cp_log_info("consult.events_resync", "why=lost_events");
+}
+
 cp_status events_publish(events_hub *h, dispatch_event_kind kind, const order *o,
                          const char *event, int64_t doctor_id, cp_error *err)
 {
-    char maxlen[24];
     json_t *j;
     char *text;
     cp_status st;
@@ -157,10 +218,11 @@ cp_status events_publish(events_hub *h, dispatch_event_kind kind, const order *o
     if (!text)
         return cp_error_set(err, CP_ERR_NOMEM, CP_ERROR_NO_OFFSET, CP_ERROR_NO_TAG,
                             "events_publish: out of memory");
-    snprintf(maxlen, sizeof(maxlen), "%d", EVENTS_STREAM_MAXLEN);
-    st = kv_commandv(h->cfg.kv, NULL, err, "XADD", h->stream_key, "MAXLEN", "~", maxlen, "*",
-                     "j", text, (const char *)NULL);
+    owe_resync(h);
+    st = xadd(h, text, err);
     free(text);
+    if (st != CP_OK)
+        __atomic_store_n(&h->lost, true, __ATOMIC_RELEASE);
     return st;
 }
 
@@ -200,9 +262,18 @@ static bool is_centre_admin(events_hub *h, const principal *p)
            inst.kind == DIRECTORY_CENTRE;
 }
 
+static void replay_locked(events_hub *h, events_sub *s, const char *after);
+
 cp_status events_subscribe(events_hub *h, const principal *p, http_events *ev,
                            cp_error *err)
 {
+    return events_subscribe_from(h, p, ev, NULL, err);
+}
+
+cp_status events_subscribe_from(events_hub *h, const principal *p, http_events *ev,
+                                const char *after, cp_error *err)
+{
+    unsigned long long ms, seq;
     events_sub *s;
     cp_status st;
 
@@ -230,6 +301,9 @@ cp_status events_subscribe(events_hub *h, const principal *p, http_events *ev,
         return cp_error_set(err, CP_ERR_LIMIT, CP_ERROR_NO_OFFSET, CP_ERROR_NO_TAG,
                             "too many live event streams");
     }
+    /* Under the lock, so that the reader's next entry comes after the replay. */
+    if (after != NULL && id_parse(after, &ms, &seq))
+        replay_locked(h, s, after);
     s->next = h->subs;
     h->subs = s;
     h->count++;
@@ -313,21 +387,118 @@ static bool sub_sees(events_hub *h, const events_sub *s, const events_entry *e)
            policy_study_visible(p, e->o.requesting_id, NULL);
 }
 
+/* Sends an entry to s if s should see it (e NULL: a resync, for everybody). */
+static void deliver(events_hub *h, events_sub *s, const char *id, const char *text,
+                    const events_entry *e)
+{
+    if (s->failed || (e != NULL && !sub_sees(h, s, e)))
+        return;
+    if (http_events_send(s->ev, e != NULL ? kind_names[e->kind] : EVENTS_RESYNC, text, id) !=
+        CP_OK)
+        s->failed = true;
+}
+
 static void fan_out(events_hub *h, const char *id, const char *text)
 {
+    bool resync = strcmp(text, EVENTS_RESYNC_DATA) == 0;
     events_entry e;
+    bool ok = resync || entry_parse(text, &e);
 
-    if (!entry_parse(text, &e))
-        return;
     pthread_mutex_lock(&h->lock);
-    for (events_sub *s = h->subs; s; s = s->next) {
-        if (s->failed || !sub_sees(h, s, &e))
-            continue;
-        if (http_events_send(s->ev, kind_names[e.kind], text, id) != CP_OK)
-            s->failed = true;
-    }
+    snprintf(h->sent_id, sizeof(h->sent_id), "%s", id);
+    for (events_sub *s = h->subs; ok && s; s = s->next)
+        deliver(h, s, id, text, resync ? NULL : &e);
     sweep_locked(h);
     pthread_mutex_unlock(&h->lock);
+}
+
+/* An entry of an XRANGE or XREAD answer: [id, [field, value...]]; its id and "j" value. */
+static bool entry_fields(const kv_reply *ent, const char **id, const char **text)
+{
+    const kv_reply *fields;
+
+    if (ent->type != KV_REPLY_ARRAY || ent->count < 2 ||
+        ent->elements[0]->type != KV_REPLY_STRING)
+        return false;
+    *id = ent->elements[0]->str;
+    fields = ent->elements[1];
+    for (size_t f = 0; fields->type == KV_REPLY_ARRAY && f + 1 < fields->count; f += 2)
+        if (fields->elements[f]->type == KV_REPLY_STRING &&
+            strcmp(fields->elements[f]->str, "j") == 0 &&
+            fields->elements[f + 1]->type == KV_REPLY_STRING) {
+            *text = fields->elements[f + 1]->str;
+            return true;
+        }
+    return false;
+}
+
+/* The id of the stream's oldest entry into out ("" when the stream is empty). */
+static cp_status oldest_id(events_hub *h, char *out, size_t cap)
+{
+    kv_reply *r = NULL;
+    cp_error err;
+    cp_status st;
+
+    out[0] = '\0';
+    cp_error_clear(&err);
+    st = kv_commandv(h->cfg.kv, &r, &err, "XRANGE", h->stream_key, "-", "+", "COUNT", "1",
+                     (const char *)NULL);
+    if (st == CP_OK && r->type == KV_REPLY_ARRAY && r->count == 1 &&
+        r->elements[0]->type == KV_REPLY_ARRAY && r->elements[0]->count >= 1 &&
+        r->elements[0]->elements[0]->type == KV_REPLY_STRING)
+        snprintf(out, cap, "%s", r->elements[0]->elements[0]->str);
+    kv_reply_free(r);
+    return st;
+}
+
+/*
+ * With the lock held: sends s the entries after `after` (a Last-Event-ID)
+ * up to the last one fanned out, which the reader's next entries follow.
+ * When that cannot be complete (the stream no longer reaches back that
+ * far, more than EVENTS_REPLAY_MAX entries, Redis away) s gets a resync
+ * instead, and reloads.
+ */
+static void replay_locked(events_hub *h, events_sub *s, const char *after)
+{
+    char count[16], oldest[64];
+    const char *end = h->sent_id[0] != '\0' ? h->sent_id : "+";
+    const kv_reply *list;
+    kv_reply *r = NULL;
+    size_t skip;
+    cp_error err;
+
+    cp_error_clear(&err);
+    snprintf(count, sizeof(count), "%d", EVENTS_REPLAY_MAX + 1);
+    if (oldest_id(h, oldest, sizeof(oldest)) != CP_OK || oldest[0] == '\0' ||
+        id_before(after, oldest) ||
+        kv_commandv(h->cfg.kv, &r, &err, "XRANGE", h->stream_key, after, end, "COUNT", count,
+                    (const char *)NULL) != CP_OK || r->type != KV_REPLY_ARRAY)
+        goto resync;
+    list = r;
+    /* XRANGE includes its start: the client has that one. */
+    skip = list->count > 0 && list->elements[0]->type == KV_REPLY_ARRAY &&
+           list->elements[0]->count >= 1 &&
+           list->elements[0]->elements[0]->type == KV_REPLY_STRING &&
+           strcmp(list->elements[0]->elements[0]->str, after) == 0 ? 1 : 0;
+    if (list->count - skip > EVENTS_REPLAY_MAX)
+        goto resync;
+    for (size_t i = skip; i < list->count; i++) {
+        const char *id, *text;
+        events_entry e;
+
+        if (!entry_fields(list->elements[i], &id, &text))
+            continue;
+        if (strcmp(text, EVENTS_RESYNC_DATA) == 0)
+            deliver(h, s, id, text, NULL);
+        else if (entry_parse(text, &e))
+            deliver(h, s, id, text, &e);
+    }
+    kv_reply_free(r);
+    return;
+
+resync:
+    kv_reply_free(r);
+    deliver(h, s, NULL, EVENTS_RESYNC_DATA, NULL);
 }
 
 /* Hands out each entry of an XREAD answer: [[key, [[id, [field, value...]]...]]]. */
@@ -343,19 +514,14 @@ static void handle_reply(events_hub *h, const kv_reply *r)
             continue;
         for (size_t i = 0; i < stream->elements[1]->count; i++) {
             const kv_reply *ent = stream->elements[1]->elements[i];
-            const kv_reply *fields;
+            const char *id = NULL, *text = NULL;
+            bool has_text = entry_fields(ent, &id, &text);
 
-            if (ent->type != KV_REPLY_ARRAY || ent->count < 2 ||
-                ent->elements[0]->type != KV_REPLY_STRING)
+            if (id == NULL)
                 continue;
-            snprintf(h->last_id, sizeof(h->last_id), "%s", ent->elements[0]->str);
-            fields = ent->elements[1];
-            for (size_t f = 0; fields->type == KV_REPLY_ARRAY && f + 1 < fields->count;
-                 f += 2)
-                if (fields->elements[f]->type == KV_REPLY_STRING &&
-                    strcmp(fields->elements[f]->str, "j") == 0 &&
-                    fields->elements[f + 1]->type == KV_REPLY_STRING)
-                    fan_out(h, h->last_id, fields->elements[f + 1]->str);
+            snprintf(h->last_id, sizeof(h->last_id), "%s", id);
+            if (has_text)
+                fan_out(h, h->last_id, text);
         }
     }
 }
@@ -380,6 +546,10 @@ static void find_start(events_hub *h)
     else
         snprintf(h->last_id, sizeof(h->last_id), "0-0");
     kv_reply_free(r);
+    pthread_mutex_lock(&h->lock);
+    if (h->sent_id[0] == '\0')
+        snprintf(h->sent_id, sizeof(h->sent_id), "%s", h->last_id);
+    pthread_mutex_unlock(&h->lock);
 }
 
 static void *reader_main(void *arg)
@@ -402,6 +572,7 @@ static void *reader_main(void *arg)
         if (st == CP_OK) {
             handle_reply(h, r);
             kv_reply_free(r);
+            owe_resync(h);
         } else if (!h->stop) {
             /* Redis away: the kv backs off; do not spin meanwhile. */
             nanosleep(&(struct timespec){ 0, 200 * 1000 * 1000 }, NULL);

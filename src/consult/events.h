@@ -15,6 +15,12 @@
  * "status", "offer", "alert"), order, version, state, event, doctor,
  * requesting, modality, body_part, priority, deadline (µs). It names no
  * patient. The SSE event's name is the kind, its id the stream entry id.
+ *
+ * Added: an entry {"kind":"resync"} (SSE event "resync", sent to every
+ * stream) says "reload": a publish failed (Redis away) and changes were
+ * missed. The process whose publish failed puts it into the stream as
+ * soon as Redis takes writes again (before its next publish, or from its
+ * reader), so that the streams of every process pass it on.
  */
 #ifndef CP_CONSULT_EVENTS_H
 #define CP_CONSULT_EVENTS_H
@@ -49,7 +55,10 @@ void events_hub_set_dispatch(events_hub *h, dispatch *d);
 cp_status events_start(events_hub *h, cp_error *err);
 void events_stop(events_hub *h);
 
-/* Publishes one change; failures (Redis away) are returned, nothing is kept. */
+/*
+ * Publishes one change; failures (Redis away) are returned and the change
+ * is not kept, but a resync entry is owed (above).
+ */
 cp_status events_publish(events_hub *h, dispatch_event_kind kind, const order *o,
                          const char *event, int64_t doctor_id, cp_error *err);
 
@@ -62,6 +71,19 @@ void events_on_dispatch(void *ctx, const dispatch_event *e);
  */
 cp_status events_subscribe(events_hub *h, const principal *p, http_events *ev,
                            cp_error *err);
+
+/*
+ * events_subscribe for a client that reconnects with the id of the last
+ * event it got (the Last-Event-ID header, WHATWG HTML 9.2): the stream
+ * first sends what it should see of the entries after that id, then the
+ * live ones, with nothing missed or repeated. When the stream no longer
+ * reaches back that far (trimmed at EVENTS_STREAM_MAXLEN, Redis lost its
+ * data) or more than EVENTS_REPLAY_MAX followed, or Redis is away, it
+ * sends one "resync" event instead. after NULL or not an entry id: live
+ * ones only.
+ */
+cp_status events_subscribe_from(events_hub *h, const principal *p, http_events *ev,
+                                const char *after, cp_error *err);
 
 /* Subscribers now (for tests and metrics). */
 unsigned events_subscriber_count(events_hub *h);

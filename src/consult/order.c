@@ -127,6 +127,8 @@ static const char *const migrations[] = {
     " actor INTEGER NOT NULL,"
     " reason TEXT NOT NULL,"
     " PRIMARY KEY(order_id, seq));",
+    /* The cloud film's other second factor: the last four digits, never the number. */
+    "ALTER TABLE reading_order ADD COLUMN phone_last4 TEXT NOT NULL DEFAULT '';",
 };
 
 #define MIGRATION_COUNT ((int)(sizeof migrations / sizeof migrations[0]))
@@ -135,7 +137,8 @@ static const char *const migrations[] = {
                    "accession, modality, body_part, clinical_notes, weight, " \
                    "requesting_id, requested_by, wanted_doctor_id, reading_id, " \
                    "doctor_id, reviewer_id, created, pooled, deadline, claimed, " \
-                   "opened, reported, approved, released, returns, rejections"
+                   "opened, reported, approved, released, returns, rejections, " \
+                   "phone_last4"
 
 /* --- names ---------------------------------------------------------------- */
 
@@ -301,6 +304,7 @@ static void read_order(sqlite3_stmt *st, order *o)
     o->released_us = sqlite3_column_int64(st, 25);
     o->returns = (unsigned)sqlite3_column_int64(st, 26);
     o->rejections = (unsigned)sqlite3_column_int64(st, 27);
+    copy_text(o->phone_last4, sizeof o->phone_last4, col_text(st, 28));
 }
 
 /*
@@ -335,7 +339,8 @@ static void bind_fields(sqlite3_stmt *st, int first, const order *o)
     sqlite3_bind_int64(st, i++, o->approved_us);
     sqlite3_bind_int64(st, i++, o->released_us);
     sqlite3_bind_int64(st, i++, (sqlite3_int64)o->returns);
-    sqlite3_bind_int64(st, i, (sqlite3_int64)o->rejections);
+    sqlite3_bind_int64(st, i++, (sqlite3_int64)o->rejections);
+    bind_text(st, i, o->phone_last4);
 }
 
 static bool valid_text(const char *s, size_t max)
@@ -357,6 +362,10 @@ static cp_status check_order(const order *o, cp_error *err)
     if (o->priority != ORDER_ROUTINE && o->priority != ORDER_URGENT)
         return cp_error_set(err, CP_ERR_INVALID, CP_ERROR_NO_OFFSET, CP_ERROR_NO_TAG,
                             "order: unknown priority");
+    if (o->phone_last4[0] != '\0' && (strnlen(o->phone_last4, sizeof o->phone_last4) != 4 ||
+                                      strspn(o->phone_last4, "0123456789") != 4))
+        return cp_error_set(err, CP_ERR_INVALID, CP_ERROR_NO_OFFSET, CP_ERROR_NO_TAG,
+                            "order: phone_last4 is four digits or none");
     return CP_OK;
 }
 
@@ -518,7 +527,8 @@ cp_status order_create(order_store *s, order *o, int64_t actor_id, cp_error *err
     if (rs != CP_OK)
         goto done;
     rs = prepare(s, "INSERT INTO reading_order(" ORDER_COLS ") VALUES(NULL, 1, ?,"
-                    " ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
+                    " ?, ?)",
                  &st, err);
     if (rs == CP_OK) {
         order tmp = *o;
@@ -613,15 +623,15 @@ cp_status order_transition(order_store *s, order *o, order_state from, const cha
                     " requesting_id = ?, requested_by = ?, wanted_doctor_id = ?,"
                     " reading_id = ?, doctor_id = ?, reviewer_id = ?, created = ?, pooled = ?,"
                     " deadline = ?, claimed = ?, opened = ?, reported = ?, approved = ?,"
-                    " released = ?, returns = ?, rejections = ?"
+                    " released = ?, returns = ?, rejections = ?, phone_last4 = ?"
                     " WHERE id = ? AND state = ? AND version = ?",
                  &st, err);
     if (rs == CP_OK) {
         sqlite3_bind_int(st, 1, (int)o->state);
         bind_fields(st, 2, o);
-        sqlite3_bind_int64(st, 27, o->id);
-        sqlite3_bind_int(st, 28, (int)from);
-        sqlite3_bind_int64(st, 29, o->version);
+        sqlite3_bind_int64(st, 28, o->id);
+        sqlite3_bind_int(st, 29, (int)from);
+        sqlite3_bind_int64(st, 30, o->version);
         rc = sqlite3_step(st);
         if (rc == SQLITE_CONSTRAINT_UNIQUE)
             rs = cp_error_set(err, CP_ERR_EXISTS, CP_ERROR_NO_OFFSET, CP_ERROR_NO_TAG,

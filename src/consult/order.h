@@ -85,6 +85,12 @@ typedef struct order {
     int64_t released_us;
     unsigned returns;                   /* times given back or lapsed */
     unsigned rejections;                /* times the reviewer sent it back */
+    /*
+     * Added for cloud film: the last four digits of the patient's phone ("":
+     * not given), the second factor where the institution asks for it
+     * ([film] factor = phone_last4). The whole number is never kept.
+     */
+    char phone_last4[5];
 } order;
 
 /* One line of an order's history. */

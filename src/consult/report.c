@@ -913,6 +913,25 @@ static bool principal_sees(const principal *p, int64_t institution_id, const cha
     return p->kind == PRINCIPAL_SERVICE || policy_study_visible(p, institution_id, modality);
 }
 
+/*
+ * Whether the reviewer belongs to the institution the order is read under:
+ * the centre's reviewers review its reads whether or not they hold a
+ * contract with the requesting clinic (docs/api.md).
+ */
+static bool reviews_for(const principal *r, const order *o)
+{
+    size_t own = r->own_grant_count;
+
+    if (o->reading_id == 0)
+        return false;
+    if (r->institution_id == o->reading_id)
+        return true;
+    for (size_t i = 0; i < own && i < r->grant_count; i++)
+        if (r->grants[i].institution_id == o->reading_id)
+            return true;
+    return false;
+}
+
 /* Sets the fields a review, release or acknowledgement fills; the trigger keeps them once. */
 static cp_status version_update(report_store *s, const report_version *v, cp_error *err)
 {
@@ -952,7 +971,7 @@ static cp_status check_reviewer(const report_store *s, const principal *r, const
     if (r->id == v->author_id && !r->may_self_approve)
         return FAIL(err, CP_ERR_FORBIDDEN,
                     "report: the author may not review their own report");
-    if (!principal_sees(r, o->requesting_id, o->modality))
+    if (!reviews_for(r, o) && !principal_sees(r, o->requesting_id, o->modality))
         return FAIL(err, CP_ERR_FORBIDDEN, "report: the reviewer may not see this study");
     return CP_OK;
 }
@@ -1015,11 +1034,25 @@ done:
     return st;
 }
 
-cp_status report_release(report_store *s, int64_t order_id, int64_t actor_id, cp_error *err)
+/* Fills v->signature: Ed25519 over the signed text of v (released_us set) and o. */
+static cp_status sign_version(report_store *s, report_version *v, const order *o)
 {
     unsigned char sig[crypto_sign_BYTES];
-    report_version v = { 0 };
     cp_buf text = CP_BUF_INIT;
+    cp_status st = report_signed_text(v, o, &text);
+
+    if (st == CP_OK) {
+        crypto_sign_detached(sig, NULL, text.data, text.len, s->sk);
+        sodium_bin2base64(v->signature, sizeof v->signature, sig, sizeof sig,
+                          sodium_base64_VARIANT_ORIGINAL);
+    }
+    cp_buf_free(&text);
+    return st;
+}
+
+cp_status report_release(report_store *s, int64_t order_id, int64_t actor_id, cp_error *err)
+{
+    report_version v = { 0 };
     order o;
     cp_status st;
 
@@ -1040,12 +1073,9 @@ cp_status report_release(report_store *s, int64_t order_id, int64_t actor_id, cp
 
     v.status = REPORT_RELEASED;
     v.released_us = now_us(s);
-    st = report_signed_text(&v, &o, &text);
+    st = sign_version(s, &v, &o);
     if (st != CP_OK)
         goto done;
-    crypto_sign_detached(sig, NULL, text.data, text.len, s->sk);
-    sodium_bin2base64(v.signature, sizeof v.signature, sig, sizeof sig,
-                      sodium_base64_VARIANT_ORIGINAL);
 
     o.released_us = v.released_us;
     o.state = ORDER_RELEASED;
@@ -1054,7 +1084,6 @@ cp_status report_release(report_store *s, int64_t order_id, int64_t actor_id, cp
         st = version_update(s, &v, err);
 
 done:
-    cp_buf_free(&text);
     report_version_clear(&v);
     return st;
 }
@@ -1101,6 +1130,183 @@ cp_status report_ack_critical(report_store *s, const principal *p, int64_t order
 
 done:
     report_version_clear(&v);
+    return st;
+}
+
+/* --- repair after a crash between the two writes ------------------------------------ */
+
+/* The version status each state of an order read to its end expects. */
+static report_status status_for(order_state state)
+{
+    switch (state) {
+    case ORDER_REPORTED: return REPORT_SUBMITTED;
+    case ORDER_RETURNED: return REPORT_REJECTED;
+    case ORDER_APPROVED: return REPORT_APPROVED;
+    case ORDER_RELEASED: return REPORT_RELEASED;
+    default: return 0;
+    }
+}
+
+/*
+ * Ids of orders (at most cap, ids above after) whose state is ahead of
+ * their newest version: one query on the shared database, so that a
+ * start-up does not read every released report.
+ */
+static cp_status behind_ids(report_store *s, int64_t after, int64_t *ids, size_t cap,
+                            size_t *count, cp_error *err)
+{
+    sqlite3_stmt *stmt = NULL;
+    cp_status st;
+    int rc;
+
+    *count = 0;
+    pthread_mutex_lock(&s->mu);
+    st = prepare(s, "SELECT o.id FROM reading_order o WHERE o.id > ?1 AND o.state IN (5, 6, 7, 8)"
+                    " AND coalesce((SELECT v.status FROM report_version v"
+                    "  WHERE v.order_id = o.id ORDER BY v.version DESC LIMIT 1), 0)"
+                    " <> CASE o.state WHEN 5 THEN 2 WHEN 6 THEN 3 WHEN 7 THEN 4 ELSE 5 END"
+                    " ORDER BY o.id LIMIT ?2", &stmt, err);
+    if (st == CP_OK) {
+        sqlite3_bind_int64(stmt, 1, after);
+        sqlite3_bind_int64(stmt, 2, (sqlite3_int64)cap);
+        while ((rc = sqlite3_step(stmt)) == SQLITE_ROW)
+            ids[(*count)++] = sqlite3_column_int64(stmt, 0);
+        if (rc != SQLITE_DONE)
+            st = db_fail(s, err, "find orders ahead of their report");
+    }
+    sqlite3_finalize(stmt);
+    pthread_mutex_unlock(&s->mu);
+    return st;
+}
+
+typedef struct last_rejection {
+    int64_t time_us;
+    char reason[ORDER_REASON_MAX + 1];
+} last_rejection;
+
+static cp_status on_history(void *ctx, const order_event *e)
+{
+    last_rejection *r = ctx;
+
+    if (strcmp(e->event, "rejected") == 0) {
+        r->time_us = e->time_us;
+        snprintf(r->reason, sizeof r->reason, "%s", e->reason);
+    }
+    return CP_OK;
+}
+
+/* The frozen draft as the next version, written as the order's move said. */
+static cp_status repair_freeze(report_store *s, const order *o, bool approved, cp_error *err)
+{
+    report_version draft = { 0 };
+    int number = 0;
+    cp_status st = report_get(s, o->id, 0, &draft, err);
+
+    if (st != CP_OK)
+        return st;
+    pthread_mutex_lock(&s->mu);
+    st = freeze_draft(s, &draft, o->doctor_id, approved ? o->approved_us : o->reported_us,
+                      approved, &number, err);
+    pthread_mutex_unlock(&s->mu);
+    report_version_clear(&draft);
+    return st;
+}
+
+/* Finishes the version write the order's last move stands for; *what says how. */
+static cp_status repair_one(report_store *s, int64_t id, const char **what, cp_error *err)
+{
+    report_version v = { 0 };
+    last_rejection rej = { 0 };
+    bool none = false;
+    order o;
+    cp_status st = order_get(s->orders, id, &o, err);
+
+    if (st != CP_OK)
+        return st;
+    st = report_get(s, id, -1, &v, err);
+    if (st == CP_ERR_NOT_FOUND) {
+        none = true;
+        st = CP_OK;
+    }
+    if (st != CP_OK)
+        return st;
+    if (!none && v.status == status_for(o.state)) {
+        *what = "none";
+        goto done;
+    }
+
+    /* A submit (or a self-approving one) moved the order; the draft was not frozen. */
+    if ((o.state == ORDER_REPORTED || o.state == ORDER_APPROVED) &&
+        (none || v.status == REPORT_REJECTED)) {
+        *what = "version_written";
+        st = repair_freeze(s, &o, o.state == ORDER_APPROVED, err);
+        goto done;
+    }
+    if (none) {
+        st = FAIL(err, CP_ERR_INVALID, "report: order %lld is %s without a version",
+                  (long long)id, order_state_name(o.state));
+        goto done;
+    }
+    if (v.status == REPORT_SUBMITTED && o.state == ORDER_APPROVED) {
+        *what = "version_approved";
+        v.status = REPORT_APPROVED;
+        v.reviewer_id = o.reviewer_id;
+        v.reviewed_us = o.approved_us;
+    } else if (v.status == REPORT_SUBMITTED && o.state == ORDER_RETURNED) {
+        *what = "version_rejected";
+        st = order_history(s->orders, id, on_history, &rej, err);
+        if (st != CP_OK)
+            goto done;
+        v.status = REPORT_REJECTED;
+        v.reviewer_id = o.reviewer_id;
+        v.reviewed_us = rej.time_us;
+        snprintf(v.reason, sizeof v.reason, "%s", rej.reason[0] ? rej.reason : "(unknown)");
+    } else if (v.status == REPORT_APPROVED && o.state == ORDER_RELEASED) {
+        *what = "version_released";
+        v.status = REPORT_RELEASED;
+        v.released_us = o.released_us;
+        st = sign_version(s, &v, &o);
+        if (st != CP_OK)
+            goto done;
+    } else {
+        st = FAIL(err, CP_ERR_INVALID, "report: order %lld is %s, its version %d is %s",
+                  (long long)id, order_state_name(o.state), v.version,
+                  report_status_name(v.status));
+        goto done;
+    }
+    st = version_update(s, &v, err);
+
+done:
+    report_version_clear(&v);
+    return st;
+}
+
+cp_status report_repair(report_store *s, report_repair_fn fn, void *ctx, size_t *repaired,
+                        cp_error *err)
+{
+    int64_t ids[REPORT_REPAIR_PAGE];
+    int64_t after = 0;
+    size_t count, done = 0;
+    cp_status st;
+
+    do {
+        st = behind_ids(s, after, ids, REPORT_REPAIR_PAGE, &count, err);
+        for (size_t i = 0; st == CP_OK && i < count; i++) {
+            const char *what = "none";
+            cp_error one;
+            cp_status rs;
+
+            cp_error_clear(&one);
+            rs = repair_one(s, ids[i], &what, &one);
+            if (rs == CP_OK && strcmp(what, "none") != 0)
+                done++;
+            if (fn != NULL)
+                fn(ctx, ids[i], rs == CP_OK ? what : "failed", rs == CP_OK ? NULL : &one);
+            after = ids[i];
+        }
+    } while (st == CP_OK && count == REPORT_REPAIR_PAGE);
+    if (repaired != NULL)
+        *repaired = done;
     return st;
 }
 

@@ -172,6 +172,31 @@ cp_status report_versions(report_store *s, int64_t order_id, report_version_fn f
  */
 cp_status report_signed_text(const report_version *v, const order *o, cp_buf *out);
 
+/* Orders read per page by report_repair. */
+#define REPORT_REPAIR_PAGE 256
+
+/*
+ * Called by report_repair per order found ahead of its version: what is
+ * "version_written", "version_approved", "version_rejected",
+ * "version_released" or "failed" (err then says why; NULL otherwise).
+ */
+typedef void (*report_repair_fn)(void *ctx, int64_t order_id, const char *what,
+                                 const cp_error *err);
+
+/*
+ * Puts right what a crash between the order's move and its version's write
+ * left behind (the two are separate transactions): an order reported or
+ * approved whose draft was not frozen gets it as the next version; a
+ * submitted version of an approved or returned order is marked approved or
+ * rejected as the order's move says (reviewer and times from the order,
+ * the rejection's reason from its history); an approved version of a
+ * released order is released and signed with the order's release time.
+ * Deterministic: the same database gives the same result, and a second run
+ * finds nothing. *repaired (may be NULL) gets how many orders were changed.
+ */
+cp_status report_repair(report_store *s, report_repair_fn fn, void *ctx, size_t *repaired,
+                        cp_error *err);
+
 /* The public key (base64) and a check of a released version's signature. */
 const char *report_public_key(const report_store *s);
 bool report_verify(const report_store *s, const report_version *v, const order *o);

@@ -143,6 +143,12 @@
 /* Terms in one query: C-FIND identifiers carry a few dozen keys at most. */
 #define INDEX_QUERY_TERMS_MAX     64
 /*
+ * Studies a search takes in beside its institutions (index_query_spec
+ * also_studies): those a doctor's open reading orders open, which the
+ * concurrent-order cap keeps to a handful; a reviewer's queue is longer.
+ */
+#define INDEX_QUERY_STUDIES_MAX   256
+/*
  * Values in one list-of-UIDs match (PS3.4 C.2.2.2.2). A C-MOVE of a whole
  * worklist names some hundreds; SQLite binds at most 32766 parameters.
  */
@@ -1008,6 +1014,13 @@
 /* Stream entries one XREAD returns at most. */
 #define EVENTS_READ_COUNT         100
 
+/*
+ * Entries one reconnecting event stream is sent again after its
+ * Last-Event-ID (events_subscribe_from); past that it is told to reload.
+ * 200 entries of about 230 bytes stay within HTTP_EVENTS_QUEUE_MAX.
+ */
+#define EVENTS_REPLAY_MAX         200
+
 /* Orders in one /api/pool answer at most (dispatch's visible_max is lower). */
 #define API_POOL_MAX              50
 
@@ -1027,6 +1040,12 @@
 
 /* Automatic order rules ([order_rule.NAME] sections) one server reads at most. */
 #define CONSULT_RULES_MAX         64
+
+/*
+ * Orders awaiting review or release read when a reviewer's search looks for
+ * the studies of its centre's queue (INDEX_QUERY_STUDIES_MAX kept at most).
+ */
+#define CONSULT_REVIEW_SCAN       2000
 
 /* --- the dispatch engine (src/consult/dispatch.c) --------------------------- */
 

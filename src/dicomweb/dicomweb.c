@@ -386,23 +386,28 @@ static bool view_is_new(dweb_service *svc, const principal *p, const char *study
  * doctors who would see it only through a contract (their own
  * institution's studies stay theirs).
  */
-static bool order_visible(dweb_service *svc, const principal *p, const gate_row *g,
-                          const char *study_uid)
+bool dweb_order_visible(dweb_service *svc, const principal *p, int64_t institution_id,
+                        const char *modalities, const char *study_uid)
 {
-    bool visible = dweb_visible(p, g->institution_id, g->modalities);
-    bool doctor = (p->roles & (ROLE_RADIOLOGIST | ROLE_REVIEWER)) != 0;
+    bool visible = dweb_visible(p, institution_id, modalities);
+    bool doctor;
     int says;
 
-    if (svc->cfg.order_gate == NULL || p->kind == PRINCIPAL_SERVICE)
+    if (p == NULL || svc->cfg.order_gate == NULL || p->kind == PRINCIPAL_SERVICE)
         return visible;
-    if (!visible && !doctor)
-        return false;
+    doctor = (p->roles & (ROLE_RADIOLOGIST | ROLE_REVIEWER)) != 0;
+    /* An order opens or closes studies to doctors only: nobody else need ask. */
+    if (!doctor)
+        return visible;
+    /* What is one's own stays visible whatever an order says: no need to ask. */
+    if (visible && (policy_manages_institution(p, institution_id) ||
+                    own_grant(p, institution_id)))
+        return true;
     says = svc->cfg.order_gate(svc->cfg.order_gate_ctx, p, study_uid);
     if (says == DWEB_ORDER_OPENS)
         return true;
-    if (says == DWEB_ORDER_CLOSES && visible && doctor)
-        return policy_manages_institution(p, g->institution_id) ||
-               own_grant(p, g->institution_id);
+    if (says == DWEB_ORDER_CLOSES && visible)
+        return false;
     return visible;
 }
 
@@ -441,7 +446,7 @@ int dweb_study_gate(dweb_service *svc, const http_request *req, const char *stud
         *why = "the index query failed";
         return 500;
     }
-    if (!g.found || !order_visible(svc, p, &g, study_uid)) {
+    if (!g.found || !dweb_order_visible(svc, p, g.institution_id, g.modalities, study_uid)) {
         *why = "no such study";
         return 404;
     }

@@ -54,6 +54,14 @@ typedef struct dweb_config {
      */
     int (*order_gate)(void *ctx, const principal *p, const char *study_uid);
     void *order_gate_ctx;
+    /*
+     * Added: the studies p's open orders open to it (held, offered, under
+     * its review), at most cap copied to uids; how many. QIDO-RS searches
+     * them beside the policy's institutions, so that a search finds what a
+     * retrieval would show. NULL: none. Called with order_gate_ctx.
+     */
+    size_t (*order_studies)(void *ctx, const principal *p, char (*uids)[INDEX_UID_MAX + 1],
+                            size_t cap);
 } dweb_config;
 
 /* What dweb_config.order_gate answers. */
@@ -145,6 +153,15 @@ int dweb_study_gate(dweb_service *svc, const http_request *req, const char *stud
  * see everything.
  */
 bool dweb_visible(const principal *p, int64_t institution_id, const char *modalities);
+
+/*
+ * Whether p sees a study of institution_id with these modalities once its
+ * open reading order had its say (dweb_config.order_gate): what
+ * dweb_study_gate decides, so that QIDO-RS answers only rows a retrieval
+ * then shows. Without an API or an order gate: dweb_visible.
+ */
+bool dweb_order_visible(dweb_service *svc, const principal *p, int64_t institution_id,
+                        const char *modalities, const char *study_uid);
 
 /* Records r through the API (actor and session from the request); no API: nothing. */
 void dweb_audit(dweb_service *svc, const http_request *req, audit_record *r);

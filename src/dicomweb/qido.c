@@ -452,6 +452,7 @@ cp_status dweb_qido_row_json(const dweb_qido *q, const index_row *row, const cha
 
 typedef struct qido_run {
     const dweb_qido *q;
+    dweb_service *svc;
     const principal *p;         /* rows it may not see are dropped; NULL: none */
     uint64_t skip;              /* visible rows still to skip (the offset) */
     const char *root;
@@ -467,11 +468,16 @@ static cp_status on_row(void *ctx, const index_row *row)
     qido_run *run = ctx;
     cp_status st;
 
-    /* The scope limited the institutions; contracts may limit modalities. */
+    /*
+     * The scope limited the institutions; contracts may limit modalities,
+     * and an open reading order opens or closes the study as it does for
+     * a retrieval (dweb_study_gate).
+     */
     if (run->p != NULL &&
-        !dweb_visible(run->p, row->institution_id, row->level == INDEX_LEVEL_STUDY
-                                                    ? row->modalities_in_study
-                                                    : row->rec.series.modality))
+        !dweb_order_visible(run->svc, run->p, row->institution_id,
+                            row->level == INDEX_LEVEL_STUDY ? row->modalities_in_study
+                                                            : row->rec.series.modality,
+                            row->rec.study.uid))
         return CP_OK;
     if (run->skip > 0) {
         run->skip--;
@@ -583,6 +589,40 @@ static void record_query(dweb_service *svc, http_request *req, const dweb_param 
     dweb_audit(svc, req, &r);
 }
 
+/* Study UIDs as index_query_spec.also_studies wants them. */
+typedef struct order_scope {
+    char (*uids)[INDEX_UID_MAX + 1];
+    const char **list;
+} order_scope;
+
+/*
+ * Adds the studies p's reading orders open to the scope (a doctor only)
+ * and asks for rows to be filtered, since an order may also close a study
+ * a contract opens. os is freed by the caller (cp_free of both arrays).
+ */
+static cp_status order_scope_add(const dweb_config *cfg, const principal *p,
+                                 index_query_spec *spec, order_scope *os, bool *filter)
+{
+    size_t n;
+
+    if (cfg->order_gate == NULL || p->kind != PRINCIPAL_USER ||
+        (p->roles & (ROLE_RADIOLOGIST | ROLE_REVIEWER)) == 0)
+        return CP_OK;
+    *filter = true;
+    if (cfg->order_studies == NULL || spec->institutions == NULL)
+        return CP_OK;
+    os->uids = cp_calloc(INDEX_QUERY_STUDIES_MAX, sizeof *os->uids);
+    os->list = cp_calloc(INDEX_QUERY_STUDIES_MAX, sizeof *os->list);
+    if (os->uids == NULL || os->list == NULL)
+        return CP_ERR_NOMEM;
+    n = cfg->order_studies(cfg->order_gate_ctx, p, os->uids, INDEX_QUERY_STUDIES_MAX);
+    for (size_t i = 0; i < n; i++)
+        os->list[i] = os->uids[i];
+    spec->also_studies = os->list;
+    spec->also_study_count = n;
+    return CP_OK;
+}
+
 /*
  * Limits spec to the institutions the principal sees; *ids (cp_free) holds
  * them. Whether rows must then be filtered by modality (contracts).
@@ -616,6 +656,7 @@ cp_status dweb_qido_handle(http_request *req, void *ctx)
     dweb_param *params = NULL;
     dweb_qido *q = NULL;
     int64_t *ids = NULL;
+    order_scope os = { NULL, NULL };
     qido_run run;
     index_query_spec spec;
     char root[DWEB_URL_MAX];
@@ -657,8 +698,10 @@ cp_status dweb_qido_handle(http_request *req, void *ctx)
     spec.limit = run.cap + 1;
     spec.offset = q->offset;
     run.q = q;
+    run.svc = ctx;
     run.root = root;
-    if (limit_scope(p, &spec, &ids, &filter) != CP_OK) {
+    if (limit_scope(p, &spec, &ids, &filter) != CP_OK ||
+        (p != NULL && order_scope_add(cfg, p, &spec, &os, &filter) != CP_OK)) {
         st = http_respond_error(req, 503, "out of memory");
         goto done;
     }
@@ -685,6 +728,8 @@ cp_status dweb_qido_handle(http_request *req, void *ctx)
 done:
     cp_buf_free(&run.body);
     cp_free(ids);
+    cp_free(os.uids);
+    cp_free(os.list);
     cp_free(q);
     cp_free(params);
     return st;

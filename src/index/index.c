@@ -354,6 +354,10 @@ cp_status index_query(index_db *idx, const index_query_spec *q, index_row_fn fn,
         return cp_error_set(err, CP_ERR_LIMIT, CP_ERROR_NO_OFFSET, CP_ERROR_NO_TAG,
                             "%zu institutions exceed %d", q->institution_count,
                             INDEX_QUERY_LIST_MAX);
+    if (q->also_studies != NULL && q->also_study_count > INDEX_QUERY_STUDIES_MAX)
+        return cp_error_set(err, CP_ERR_LIMIT, CP_ERROR_NO_OFFSET, CP_ERROR_NO_TAG,
+                            "%zu studies exceed %d", q->also_study_count,
+                            INDEX_QUERY_STUDIES_MAX);
     if ((unsigned)q->level > INDEX_LEVEL_INSTANCE)
         return cp_error_set(err, CP_ERR_INVALID, CP_ERROR_NO_OFFSET, CP_ERROR_NO_TAG,
                             "unknown query level");

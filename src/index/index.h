@@ -226,6 +226,13 @@ typedef struct index_query_spec {
      */
     const int64_t *institutions;
     size_t institution_count;
+    /*
+     * Added: rows of these studies (Study Instance UIDs) are in scope
+     * whatever their institution, when `institutions` limits it: the
+     * studies a reading order opens. At most INDEX_QUERY_STUDIES_MAX.
+     */
+    const char *const *also_studies;
+    size_t also_study_count;
 } index_query_spec;
 
 /*

@@ -2132,16 +2132,31 @@ static void b_tail(sq_builder *b, const index_query_spec *q)
 {
     const char *alias = level_alias[q->level];
 
-    if (q->institutions != NULL && q->institution_count == 0)
+    size_t also = q->also_studies != NULL ? q->also_study_count : 0;
+
+    if (q->institutions != NULL && q->institution_count == 0 && also == 0)
         b_sql(b, " AND 0");
-    if (q->institutions != NULL && q->institution_count > 0) {
-        b_sql(b, " AND ");
-        b_sql(b, alias);
-        b_sql(b, ".institution_id IN (");
-        for (size_t i = 0; i < q->institution_count; i++) {
-            if (i > 0)
-                b_sql(b, ", ");
-            b_int(b, q->institutions[i]);
+    if (q->institutions != NULL && (q->institution_count > 0 || also > 0)) {
+        b_sql(b, " AND (0");
+        if (q->institution_count > 0) {
+            b_sql(b, " OR ");
+            b_sql(b, alias);
+            b_sql(b, ".institution_id IN (");
+            for (size_t i = 0; i < q->institution_count; i++) {
+                if (i > 0)
+                    b_sql(b, ", ");
+                b_int(b, q->institutions[i]);
+            }
+            b_sql(b, ")");
+        }
+        if (also > 0) {
+            b_sql(b, " OR st.uid IN (");
+            for (size_t i = 0; i < also; i++) {
+                if (i > 0)
+                    b_sql(b, ", ");
+                b_text(b, q->also_studies[i], strlen(q->also_studies[i]));
+            }
+            b_sql(b, ")");
         }
         b_sql(b, ")");
     }

@@ -294,6 +294,15 @@ test('the reading workbench', { timeout: timeout * 30, skip: !base }, async (t) 
       assert.match(await badge.textContent(), /电子签名有效/);
       await report.getByTestId('report-author').waitFor();
       await report.getByTestId('report-reviewer').waitFor();
+      // The report names its author and reviewer, not their ids.
+      if (env.RAD_NAME) {
+        assert.match(await report.getByTestId('report-author').textContent(),
+          new RegExp(env.RAD_NAME));
+        assert.match(await report.getByTestId('report-reviewer').textContent(),
+          new RegExp(env.REVIEWER_NAME));
+        assert.match(await report.getByTestId('report-reading').textContent(),
+          new RegExp(env.CENTRE_NAME));
+      }
       // The critical finding waits for the clinic's acknowledgement.
       await report.getByTestId('critical-flag').waitFor();
       await report.getByTestId('critical-ack').click();

@@ -20,6 +20,7 @@ import base64
 import io
 import json
 import shutil
+import socket
 import subprocess
 import threading
 import time
@@ -81,31 +82,36 @@ def dweb_get(base, token, path):
 class Events:
     """A server-sent event stream read on a thread of its own."""
 
-    def __init__(self, base, token):
-        req = urllib.request.Request(base + "/api/events",
-                                     headers={"Authorization": "Bearer " + token,
-                                              "Accept": "text/event-stream"})
+    def __init__(self, base, token, last_id=None):
+        headers = {"Authorization": "Bearer " + token, "Accept": "text/event-stream"}
+        if last_id is not None:
+            headers["Last-Event-ID"] = last_id
+        req = urllib.request.Request(base + "/api/events", headers=headers)
         self.resp = urllib.request.urlopen(req, timeout=120)
         assert self.resp.status == 200
         assert self.resp.headers["Content-Type"].startswith("text/event-stream")
         self.events = []
+        self.ids = []       # the id of each event (None without one)
         self.lock = threading.Lock()
         self.thread = threading.Thread(target=self._read, daemon=True)
         self.thread.start()
 
     def _read(self):
-        name, data = None, []
+        name, data, eid = None, [], None
         try:
             for raw in self.resp:
                 line = raw.decode().rstrip("\r\n")
                 if line.startswith("event:"):
                     name = line[6:].strip()
+                elif line.startswith("id:"):
+                    eid = line[3:].strip()
                 elif line.startswith("data:"):
                     data.append(line[5:].strip())
                 elif line == "" and data:
                     with self.lock:
                         self.events.append((name, json.loads("\n".join(data))))
-                    name, data = None, []
+                        self.ids.append(eid)
+                    name, data, eid = None, [], None
         except (OSError, ValueError, AttributeError):
             pass    # closed by close(): http.client drops its file object
 
@@ -121,6 +127,12 @@ class Events:
             return [e for e in self.events if pred(e)]
 
     def close(self):
+        # Shut the socket first: the reader thread holds the response's
+        # buffer while it waits for the next line (a keep-alive, 15 s).
+        try:
+            self.resp.fp.raw._sock.shutdown(socket.SHUT_RDWR)
+        except (AttributeError, OSError):
+            pass
         try:
             self.resp.close()
         except OSError:
@@ -414,6 +426,11 @@ def test_roles_and_stats(world):
                            {"until": "2099-01-01T00:00:00Z"})
     assert status == 403, body
     ok(w, "boss", "PUT", "/api/duty/%d" % w.ids["rad1"], {"until": "2099-01-01T00:00:00Z"})
+    roster = ok(w, "boss", "GET", "/api/duty")["duty"]
+    assert [(d["doctor_id"], d["doctor_name"]) for d in roster] == [(w.ids["rad1"], "Rad1")]
+    assert roster[0]["until"].startswith("2099-01-01"), roster
+    status, body, _ = call(w, "tech", "GET", "/api/duty")
+    assert status == 403, body
     stats = ok(w, "boss", "GET", "/api/stats?group=doctor")
     assert isinstance(stats, list)
     status, _, hdrs = call(w, "boss", "GET", "/api/stats?group=doctor&format=csv")
@@ -436,7 +453,135 @@ def test_roles_and_stats(world):
     assert status == 403
     offered = ok(w, "boss", "POST", "/api/orders/%d/assign" % oid, {"doctor_id": w.ids["rad1"]})
     assert offered["state"] == "offered" and offered["doctor_id"] == w.ids["rad1"]
+    # The answer window (ack_minutes, 2 by default) ends well before the deadline.
+    assert offered["offer_expires"] and offered["offer_expires"] < offered["deadline"], offered
+    mine = ok(w, "rad1", "GET", "/api/orders?mine=1&state=offered")["orders"]
+    assert [o["offer_expires"] for o in mine if o["id"] == oid] == [offered["offer_expires"]]
     status, _, _ = call(w, "rad2", "POST", "/api/orders/%d/answer" % oid, {"accept": True})
     assert status in (403, 404, 409)
     taken = ok(w, "rad1", "POST", "/api/orders/%d/answer" % oid, {"accept": True})
     assert taken["state"] == "claimed" and taken["doctor_id"] == w.ids["rad1"]
+
+
+def qido_uids(w, token, path, study):
+    """The studies a QIDO-RS search of path (limited to study) answers."""
+    sep = "&" if "?" in path else "?"
+    status, _, body = dweb_get(w.base, token, path + sep + "StudyInstanceUID=" + study)
+    assert status == 200, (path, status, body[:300])
+    return [r["0020000D"]["Value"][0] for r in json.loads(body)]
+
+
+def searches(w, token, study):
+    """How many rows each level's search answers for the study: studies, series, instances."""
+    return (len(qido_uids(w, token, "/studies", study)),
+            len(qido_uids(w, token, "/series", study)),
+            len(qido_uids(w, token, "/instances", study)))
+
+
+def test_order_opens_search_and_review(world):
+    """
+    A reviewer of the centre without a contract with the clinic finds, opens
+    and reviews the study of an order awaiting review; a contracted doctor
+    who is not the order's reader finds it no more than they may retrieve it.
+    """
+    w = world
+    rev = api_ok(w.base, "POST", "/api/users",
+                 {"username": "rev-nocontract", "display_name": "Rev Nocontract",
+                  "institution_id": w.centre, "password": PASSWORD, "roles": ["reviewer"],
+                  "title": 3})
+    status, body, _ = login(w.base, "rev-nocontract")
+    assert status == 200, body
+    w.tokens["rev-nocontract"], w.ids["rev-nocontract"] = body["token"], rev["id"]
+
+    data, study = make_instance("CR", "PAT-CONSULT-5")
+    status, _, body = stow_as(w.base, w.clinic_token, data)
+    assert status == 200, body[:300]
+    oid = ok(w, "tech", "POST", "/api/orders",
+             {"study_uid": study, "body_part": "CHEST", "priority": "routine"})["id"]
+    assert searches(w, w.tokens["rad2"], study) == (1, 1, 1), "pooled: the contract shows it"
+    assert searches(w, w.tokens["rev-nocontract"], study) == (0, 0, 0)
+    assert ok(w, "rad1", "POST", "/api/orders/%d/grab" % oid)["state"] == "claimed"
+
+    assert searches(w, w.tokens["rad1"], study) == (1, 1, 1)
+    # rad2 holds a contract but not the order: no search result it could not open.
+    assert searches(w, w.tokens["rad2"], study) == (0, 0, 0)
+    status, _, _ = dweb_get(w.base, w.tokens["rad2"], "/studies/%s/metadata" % study)
+    assert status == 404
+
+    ok(w, "rad1", "PUT", "/api/orders/%d/report/draft" % oid,
+       {"findings": "Clear lungs.", "impression": "Normal chest."})
+    ok(w, "rad1", "POST", "/api/orders/%d/report/submit" % oid, {})
+
+    reviewer = w.tokens["rev-nocontract"]
+    assert searches(w, reviewer, study) == (1, 1, 1), "the order awaiting review opens it"
+    status, _, _ = dweb_get(w.base, reviewer, "/studies/%s/metadata" % study)
+    assert status == 200
+    assert oid in [o["id"] for o in ok(w, "rev-nocontract", "GET",
+                                       "/api/orders?state=reported")["orders"]]
+    done = ok(w, "rev-nocontract", "POST", "/api/orders/%d/report/review" % oid,
+              {"approve": True})
+    assert done["state"] == "released", done
+    assert done["reviewer_id"] == w.ids["rev-nocontract"]
+    # Names beside the ids: the clinic's report names its author and reviewer.
+    assert done["doctor_name"] == "Rad1" and done["reviewer_name"] == "Rev Nocontract", done
+    assert done["requesting_institution_name"] == "Clinic", done
+    assert done["reading_institution_name"] == "Reading centre", done
+    report = ok(w, "tech", "GET", "/api/orders/%d/report" % oid)
+    assert report["author_name"] == "Rad1" and report["reviewer_name"] == "Rev Nocontract"
+    assert report["requesting_institution_name"] == "Clinic", report
+    listed = ok(w, "tech", "GET", "/api/orders?study=" + study)["orders"]
+    assert listed[0]["doctor_name"] == "Rad1", listed
+    # Released, the order opens nothing: without a contract the study is not theirs.
+    assert searches(w, reviewer, study) == (0, 0, 0)
+    status, _, _ = dweb_get(w.base, reviewer, "/studies/%s/metadata" % study)
+    assert status == 404
+
+
+def test_reconnect_with_last_event_id(world):
+    """
+    A stream that reconnects with the id of the last event it got is sent
+    the events it missed meanwhile, in order, then the live ones; an id the
+    stream no longer holds gets one "resync" (reload) instead.
+    """
+    w = world
+    first = Events(w.base, w.tokens["tech"])
+    try:
+        data, study = make_instance("CR", "PAT-CONSULT-6")
+        status, _, body = stow_as(w.base, w.clinic_token, data)
+        assert status == 200, body[:300]
+        oid = ok(w, "tech", "POST", "/api/orders",
+                 {"study_uid": study, "body_part": "CHEST", "priority": "routine"})["id"]
+        got = first.wait_for(lambda e: e[0] == "status" and e[1]["order"] == oid)
+        assert got, first.events
+        with first.lock:
+            last_id = [i for e, i in zip(first.events, first.ids)
+                       if e[1].get("order") == oid][-1]
+        assert last_id and "-" in last_id, first.ids
+    finally:
+        first.close()
+
+    # While nobody listens: the order is grabbed and given back.
+    ok(w, "rad1", "POST", "/api/orders/%d/grab" % oid)
+    ok(w, "rad1", "POST", "/api/orders/%d/give-back" % oid, {"reason": "wrong protocol"})
+
+    again = Events(w.base, w.tokens["tech"], last_id=last_id)
+    try:
+        got = again.wait_for(lambda e: e[0] == "status" and e[1]["order"] == oid
+                             and e[1]["event"] == "given_back")
+        assert got, again.events
+        with again.lock:
+            mine = [(e[1]["event"], i) for e, i in zip(again.events, again.ids)
+                    if e[1].get("order") == oid]
+        events_seen = [e for e, _ in mine]
+        assert events_seen.index("grabbed") < events_seen.index("given_back"), mine
+        assert last_id not in [i for _, i in mine], "the event it had is not sent again"
+    finally:
+        again.close()
+
+    stale = Events(w.base, w.tokens["tech"], last_id="1-0")
+    try:
+        got = stale.wait_for(lambda e: e[0] == "resync")
+        assert got, stale.events
+    finally:
+        stale.close()
+    ok(w, "tech", "POST", "/api/orders/%d/cancel" % oid, {"reason": "done testing"})

@@ -989,6 +989,89 @@ static void test_fallback_past_cap(void **state)
     assert_string_equal(last_event(fx, o.id).event, "fallback");
 }
 
+/* Both doctors online, each reading one order with another queued behind it. */
+static void two_busy_doctors(fixture *fx, const char *prefix)
+{
+    static const char *const mods[4] = { "CT", "CR", "CT", "CR" };
+    char uid[32], pat[16];
+
+    for (int i = 0; i < 4; i++) {
+        who *w = i < 2 ? &g_p1 : &g_p2;
+        order o;
+
+        snprintf(uid, sizeof uid, "%s.%d", prefix, i);
+        snprintf(pat, sizeof pat, "B%s%d", prefix, i);
+        o = submit(fx, uid, mods[i], "CHEST", ORDER_ROUTINE, g_clinic_a, pat);
+        assert_int_equal(grab(fx, w, o.id), DISPATCH_GRABBED);
+        assert_int_equal(dispatch_open(fx->d, &w->p, o.id, NULL), CP_OK);
+    }
+}
+
+static void beat(fixture *fx)
+{
+    assert_int_equal(dispatch_heartbeat(fx->d, &g_p1.p, NULL), CP_OK);
+    assert_int_equal(dispatch_heartbeat(fx->d, &g_p2.p, NULL), CP_OK);
+}
+
+/*
+ * Past its grab window an order is not handed to a doctor who already has
+ * work queued (it would wait behind it while the pool may reach a doctor
+ * who is free sooner): it stays in the pool, without alerts while doctors
+ * have room, until its latest start (deadline less the margin, the
+ * least-loaded doctor's work and its own read), when the doctor who would
+ * begin it first takes it.
+ */
+static void test_deadline_assigned(void **state)
+{
+    fixture *fx = *state;
+    order o, got;
+
+    two_busy_doctors(fx, "11");
+    beat(fx);
+    o = submit(fx, "11.9", "CR", "CHEST", ORDER_ROUTINE, g_clinic_a, "D1");
+
+    /* Each holds 4 units (3 + 1): latest start 7200 - 900 - (4 + 1) * 300 = 4800 s. */
+    for (int64_t at = 600; at < 4800; at += 600) {
+        advance(600 * S);
+        beat(fx);
+        tick(fx);
+        assert_int_equal(get(fx, o.id).state, ORDER_POOLED);
+    }
+    assert_int_equal(count_events(fx, DISPATCH_EVENT_ALERT, "unassigned", o.id), 0);
+    advance(601 * S);
+    beat(fx);
+    tick(fx);
+    got = get(fx, o.id);
+    assert_int_equal(got.state, ORDER_CLAIMED);
+    assert_int_equal(got.doctor_id, g_doc1);
+    assert_string_equal(last_event(fx, o.id).event, "deadline_assigned");
+}
+
+/* A doctor reading one order and holding nothing behind it takes the next at once. */
+static void test_next_order_to_a_reader(void **state)
+{
+    fixture *fx = *state;
+    order a = submit(fx, "12.1", "CT", "CHEST", ORDER_ROUTINE, g_clinic_a, "N1");
+    order b = submit(fx, "12.2", "CR", "CHEST", ORDER_ROUTINE, g_clinic_a, "N2");
+    order c = submit(fx, "12.3", "CT", "CHEST", ORDER_ROUTINE, g_clinic_a, "N3");
+    order o, got;
+
+    assert_int_equal(grab(fx, &g_p1, a.id), DISPATCH_GRABBED);
+    assert_int_equal(grab(fx, &g_p1, b.id), DISPATCH_GRABBED);
+    assert_int_equal(grab(fx, &g_p2, c.id), DISPATCH_GRABBED);
+    assert_int_equal(dispatch_open(fx->d, &g_p1.p, a.id, NULL), CP_OK);
+    assert_int_equal(dispatch_open(fx->d, &g_p1.p, b.id, NULL), CP_OK);
+    assert_int_equal(dispatch_open(fx->d, &g_p2.p, c.id, NULL), CP_OK);
+    o = submit(fx, "12.9", "CR", "CHEST", ORDER_ROUTINE, g_clinic_a, "N9");
+    advance(601 * S);
+    beat(fx);
+    tick(fx);
+    got = get(fx, o.id);
+    assert_int_equal(got.state, ORDER_CLAIMED);
+    assert_int_equal(got.doctor_id, g_doc2);
+    assert_string_equal(last_event(fx, o.id).event, "auto_assigned");
+}
+
 static void test_deadline_alert(void **state)
 {
     fixture *fx = *state;
@@ -1281,6 +1364,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_assign_answer, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fallback, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fallback_past_cap, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_deadline_assigned, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_next_order_to_a_reader, setup, teardown),
         cmocka_unit_test_setup_teardown(test_deadline_alert, setup, teardown),
         cmocka_unit_test_setup_teardown(test_affinity, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cancel, setup, teardown),

@@ -1,7 +1,8 @@
 /*
  * test_consult_order.c - reading orders on SQLite: creation and the one
  * open order per study, every move of the model and the refused ones, the
- * compare-and-set on (state, version), histories and listing filters.
+ * compare-and-set on (state, version), histories and listing filters;
+ * the phone's last four digits kept across moves and a reopening.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -372,6 +373,34 @@ static void test_reopen(void **state)
     order_store_close(s);
 }
 
+/* The last four digits of the patient's phone: four digits or none, kept as they move. */
+static void test_phone_last4(void **state)
+{
+    order_store *s = *state;
+    order o = new_order("1.2.3.77", "P77", 10), bad = new_order("1.2.3.78", "P78", 10), got;
+    order_store *again = NULL;
+
+    snprintf(o.phone_last4, sizeof o.phone_last4, "0427");
+    assert_int_equal(order_create(s, &o, 7, NULL), CP_OK);
+    assert_int_equal(move(s, &o, ORDER_POOLED, "pooled"), CP_OK);
+    assert_int_equal(order_get(s, o.id, &got, NULL), CP_OK);
+    assert_string_equal(got.phone_last4, "0427");
+    /* Read back by another store of the same file (a restart). */
+    assert_int_equal(order_store_open_sqlite(g_path, &again, NULL), CP_OK);
+    assert_int_equal(order_get(again, o.id, &got, NULL), CP_OK);
+    assert_string_equal(got.phone_last4, "0427");
+    order_store_close(again);
+
+    snprintf(bad.phone_last4, sizeof bad.phone_last4, "12a4");
+    assert_int_equal(order_create(s, &bad, 7, NULL), CP_ERR_INVALID);
+    snprintf(bad.phone_last4, sizeof bad.phone_last4, "123");
+    assert_int_equal(order_create(s, &bad, 7, NULL), CP_ERR_INVALID);
+    bad.phone_last4[0] = '\0';
+    assert_int_equal(order_create(s, &bad, 7, NULL), CP_OK);
+    assert_int_equal(order_get(s, bad.id, &got, NULL), CP_OK);
+    assert_string_equal(got.phone_last4, "");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -383,6 +412,7 @@ int main(void)
         cmocka_unit_test(test_history),
         cmocka_unit_test(test_filters),
         cmocka_unit_test(test_reopen),
+        cmocka_unit_test(test_phone_last4),
     };
 
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -245,6 +245,147 @@ static int64_t released_order(fixture *f, bool critical)
     return id;
 }
 
+/* --- the reading centre's reviewers ------------------------------------------- */
+
+/*
+ * A reviewer of the centre the order is read under reviews it without a
+ * contract with the requesting clinic; a reviewer of another centre does not.
+ */
+static void test_reviewer_of_reading_centre(void **state)
+{
+    fixture *f = *state;
+    int64_t id = claimed_order(f, f->doctor.id, NULL);
+    principal centre, elsewhere;
+    cp_error err;
+
+    make_principal(&centre, 22, ROLE_RADIOLOGIST | ROLE_REVIEWER, 3, "sess-h");
+    centre.institution_id = 5;
+    make_principal(&elsewhere, 23, ROLE_RADIOLOGIST | ROLE_REVIEWER, 3, "sess-i");
+    elsewhere.institution_id = 6;
+    assert_int_equal(report_save_draft(f->reports, &f->doctor, id, "Clear lungs.", "Normal.",
+                                       false, NULL), CP_OK);
+    assert_int_equal(report_submit(f->reports, &f->doctor, id, false, NULL, NULL), CP_OK);
+
+    cp_error_clear(&err);
+    assert_int_equal(report_review(f->reports, &elsewhere, id, true, NULL, &err),
+                     CP_ERR_FORBIDDEN);
+    assert_non_null(strstr(err.detail, "may not see"));
+    assert_int_equal(report_review(f->reports, &centre, id, true, NULL, NULL), CP_OK);
+    assert_int_equal(state_of(f, id), ORDER_APPROVED);
+}
+
+/* --- repair after a crash between the order's move and the version's write ---- */
+
+typedef struct repair_log {
+    int calls;
+    char last[32];
+} repair_log;
+
+static void on_repair(void *ctx, int64_t order_id, const char *what, const cp_error *err)
+{
+    repair_log *r = ctx;
+
+    (void)order_id;
+    (void)err;
+    r->calls++;
+    snprintf(r->last, sizeof r->last, "%s", what);
+}
+
+/* Moves the order as the first half of a report call does, and nothing more. */
+static void move_only(fixture *f, int64_t id, order_state to, const char *event,
+                      int64_t actor, const char *reason)
+{
+    order o;
+    order_state from;
+
+    assert_int_equal(order_get(f->orders, id, &o, NULL), CP_OK);
+    from = o.state;
+    o.state = to;
+    if (to == ORDER_REPORTED)
+        o.reported_us = fake_now;
+    if (to == ORDER_APPROVED) {
+        o.approved_us = fake_now;
+        o.reviewer_id = actor;
+    }
+    if (to == ORDER_RETURNED) {
+        o.reviewer_id = actor;
+        o.rejections++;
+    }
+    if (to == ORDER_RELEASED)
+        o.released_us = fake_now;
+    assert_int_equal(order_transition(f->orders, &o, from, event, actor, reason, NULL), CP_OK);
+}
+
+static void assert_newest(fixture *f, int64_t id, int version, report_status status)
+{
+    report_version v;
+
+    assert_int_equal(report_get(f->reports, id, -1, &v, NULL), CP_OK);
+    assert_int_equal(v.version, version);
+    assert_int_equal(v.status, status);
+    report_version_clear(&v);
+}
+
+static void test_repair_after_crash(void **state)
+{
+    fixture *f = *state;
+    int64_t id = claimed_order(f, f->doctor.id, NULL);
+    int64_t fine = released_order(f, false);
+    repair_log log = { 0 };
+    report_version v;
+    order o;
+    size_t n = 0;
+
+    /* Submit: the order moved, the draft was never frozen. */
+    assert_int_equal(report_save_draft(f->reports, &f->doctor, id, "Left effusion.",
+                                       "Effusion.", false, NULL), CP_OK);
+    move_only(f, id, ORDER_REPORTED, "reported", f->doctor.id, NULL);
+    assert_int_equal(report_get(f->reports, id, -1, &v, NULL), CP_ERR_NOT_FOUND);
+    assert_int_equal(report_repair(f->reports, on_repair, &log, &n, NULL), CP_OK);
+    assert_int_equal(n, 1);
+    assert_string_equal(log.last, "version_written");
+    assert_newest(f, id, 1, REPORT_SUBMITTED);
+
+    /* Rejection: the order went back, the version still says submitted. */
+    fake_now += MIN_US;
+    move_only(f, id, ORDER_RETURNED, "rejected", f->reviewer.id, "Which side?");
+    assert_int_equal(report_repair(f->reports, NULL, NULL, &n, NULL), CP_OK);
+    assert_int_equal(n, 1);
+    assert_int_equal(report_get(f->reports, id, 1, &v, NULL), CP_OK);
+    assert_int_equal(v.status, REPORT_REJECTED);
+    assert_string_equal(v.reason, "Which side?");
+    assert_int_equal(v.reviewer_id, f->reviewer.id);
+    assert_int_equal(v.reviewed_us, fake_now);
+    report_version_clear(&v);
+
+    /* Resubmit (the draft frozen as version 2), approval, release: each half lost. */
+    move_only(f, id, ORDER_REPORTED, "reported", f->doctor.id, NULL);
+    assert_int_equal(report_repair(f->reports, NULL, NULL, &n, NULL), CP_OK);
+    assert_newest(f, id, 2, REPORT_SUBMITTED);
+    fake_now += MIN_US;
+    move_only(f, id, ORDER_APPROVED, "approved", f->reviewer.id, NULL);
+    assert_int_equal(report_repair(f->reports, NULL, NULL, &n, NULL), CP_OK);
+    assert_newest(f, id, 2, REPORT_APPROVED);
+    fake_now += MIN_US;
+    move_only(f, id, ORDER_RELEASED, "released", 0, NULL);
+    assert_int_equal(report_repair(f->reports, NULL, NULL, &n, NULL), CP_OK);
+    assert_int_equal(n, 1);
+
+    assert_int_equal(order_get(f->orders, id, &o, NULL), CP_OK);
+    assert_int_equal(report_get(f->reports, id, -1, &v, NULL), CP_OK);
+    assert_int_equal(v.status, REPORT_RELEASED);
+    assert_int_equal(v.released_us, o.released_us);
+    assert_true(report_verify(f->reports, &v, &o));
+    report_version_clear(&v);
+
+    /* Nothing is left to do, and the order read the normal way was never touched. */
+    log.calls = 0;
+    assert_int_equal(report_repair(f->reports, on_repair, &log, &n, NULL), CP_OK);
+    assert_int_equal(n, 0);
+    assert_int_equal(log.calls, 0);
+    assert_newest(f, fine, 1, REPORT_RELEASED);
+}
+
 /* --- locks ----------------------------------------------------------------------- */
 
 static void test_lock_two_principals(void **state)
@@ -938,6 +1079,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_lock_two_principals, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reviewer_of_reading_centre, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_repair_after_crash, setup, teardown),
         cmocka_unit_test_setup_teardown(test_draft_submit_reject_resubmit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_self_approval, setup, teardown),
         cmocka_unit_test_setup_teardown(test_release_signature, setup, teardown),

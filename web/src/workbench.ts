@@ -35,7 +35,7 @@ export function inArea(area: Area): boolean {
 
 // The events /api/events sends, named by their kind (src/consult/events.h);
 // any of them makes a live page fetch its list again.
-const EVENT_NAMES = ['pooled', 'taken', 'status', 'offer', 'alert'];
+const EVENT_NAMES = ['pooled', 'taken', 'status', 'offer', 'alert', 'resync'];
 export const POLL_MS = 10000;
 export const HEARTBEAT_MS = 20000;
 
@@ -82,17 +82,25 @@ export function useLive(refresh: (e: LiveEvent | null) => void) {
     } catch {
       data = null;
     }
-    fire(data);
+    // "resync": changes were missed (the server says so); reload everything.
+    fire(data?.kind === 'resync' ? null : data);
   };
+  // Set once the stream failed: its next open (the browser reconnects with
+  // Last-Event-ID and gets what it missed) reloads once more to be sure.
+  let broken = false;
 
   onMounted(() => {
     if (typeof EventSource !== 'undefined') {
       source = new EventSource('/api/events');
       source.onopen = () => {
         live.value = true;
+        if (broken)
+          fire(null);
+        broken = false;
       };
       source.onerror = () => {
         live.value = source?.readyState === EventSource.OPEN;
+        broken = true;
       };
       source.onmessage = onMessage;
       for (const name of EVENT_NAMES)
