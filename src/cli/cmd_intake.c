@@ -63,10 +63,18 @@ static void print_text(json_t *root)
         printf("export %s: position %lld, pending %lld, retrying %lld, done %lld\n",
                str(o, "name"), num(o, "position"), num(o, "pending"), num(o, "retrying"),
                num(o, "done"));
-        json_array_foreach(json_object_get(o, "jobs"), k, job)
-            printf("  study %s: %s, attempts %lld, next try %s, last error %s\n",
-                   str(job, "study"), str(job, "state"), num(job, "attempts"),
-                   str(job, "next_try"), str(job, "last_error"));
+        json_array_foreach(json_object_get(o, "jobs"), k, job) {
+            /* A report_released rule's job names the released order too. */
+            if (json_integer_value(json_object_get(job, "order")) > 0)
+                printf("  study %s, order %lld: %s, attempts %lld, next try %s, "
+                       "last error %s\n", str(job, "study"), num(job, "order"),
+                       str(job, "state"), num(job, "attempts"), str(job, "next_try"),
+                       str(job, "last_error"));
+            else
+                printf("  study %s: %s, attempts %lld, next try %s, last error %s\n",
+                       str(job, "study"), str(job, "state"), num(job, "attempts"),
+                       str(job, "next_try"), str(job, "last_error"));
+        }
     }
 }
 

@@ -13,10 +13,11 @@
  *                  domain=); institution = CODE (or a numeric id);
  *                  after = keep | delete | move; done_dir (.cloudpacs-done,
  *                  below the folder); poll_seconds (10); stable_seconds (2)
- *   [export.NAME]  on = study_complete | report_released; what = dicom;
+ *   [export.NAME]  on = study_complete | report_released;
+ *                  what = dicom | pdf | both (pdf and both: report_released);
  *                  target = smb://... | /path, with user/password or
  *                  credentials_file; institution = CODE (empty: all);
- *                  pattern (pattern.h)
+ *                  pattern, pdf_pattern (pattern.h); settle_seconds (10)
  *
  * One thread per source and per rule. The library does not log: what
  * deserves a log line is handed to the caller's log function.
@@ -80,8 +81,10 @@ size_t ingest_rule_count(const ingest_service *s);
 /*
  * The status of the running service as JSON, for the REST API (GET
  * /api/intake): the tables' counts (ledger.h) plus, per configured source,
- * "url", "kind", "after", "state", "last_error", "retry_in_seconds", and
- * per rule "target", "on", "institution". The caller owns the result.
+ * "url", "kind", "after", "state" (starting, up, or down: backing off),
+ * "last_error", "retry_in_seconds", and per rule "target", "on", "what",
+ * "institution", "state", "files_written", "pdfs_written". The caller owns
+ * the result.
  */
 cp_status ingest_status_json(ingest_service *s, json_t **out, cp_error *err);
 

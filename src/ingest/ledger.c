@@ -35,6 +35,19 @@ static const char *const migrations[] = {
     " next_try INTEGER NOT NULL, created INTEGER NOT NULL, updated INTEGER NOT NULL,"
     " PRIMARY KEY (rule, study_uid));"
     "CREATE INDEX export_job_due ON export_job (rule, state, next_try);",
+    /* 2: jobs of report_released rules, one per released order (0: study_complete). */
+    "CREATE TABLE export_job_2 ("
+    " rule TEXT NOT NULL, study_uid TEXT NOT NULL, order_id INTEGER NOT NULL DEFAULT 0,"
+    " released INTEGER NOT NULL DEFAULT 0, state TEXT NOT NULL,"
+    " attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT,"
+    " next_try INTEGER NOT NULL, created INTEGER NOT NULL, updated INTEGER NOT NULL,"
+    " PRIMARY KEY (rule, study_uid, order_id));"
+    "INSERT INTO export_job_2 (rule, study_uid, state, attempts, last_error, next_try,"
+    " created, updated) SELECT rule, study_uid, state, attempts, last_error, next_try,"
+    " created, updated FROM export_job;"
+    "DROP TABLE export_job;"
+    "ALTER TABLE export_job_2 RENAME TO export_job;"
+    "CREATE INDEX export_job_due ON export_job (rule, state, next_try);",
 };
 
 static cp_status db_error(ledger *l, cp_error *err, const char *what)
@@ -276,7 +289,7 @@ cp_status ledger_job_add(ledger *l, const char *rule, const char *study_uid, int
 
     st = prepare(l, "INSERT INTO export_job (rule, study_uid, state, attempts, next_try, "
                     "created, updated) VALUES (?1, ?2, 'pending', 0, ?3, ?3, ?3) "
-                    "ON CONFLICT (rule, study_uid) DO UPDATE SET state = 'pending', "
+                    "ON CONFLICT (rule, study_uid, order_id) DO UPDATE SET state = 'pending', "
                     "attempts = 0, next_try = ?3, updated = ?3", &q, err);
     if (st != CP_OK)
         return st;
@@ -284,6 +297,102 @@ cp_status ledger_job_add(ledger *l, const char *rule, const char *study_uid, int
     bind_text(q, 2, study_uid);
     sqlite3_bind_int64(q, 3, now_us);
     return run(l, q, err);
+}
+
+cp_status ledger_release_add(ledger *l, const char *rule, int64_t order_id,
+                             const char *study_uid, int64_t released_us, int64_t due_us,
+                             int64_t now_us, bool *added, cp_error *err)
+{
+    sqlite3_stmt *q;
+    cp_status st;
+
+    *added = false;
+    st = prepare(l, "INSERT INTO export_job (rule, study_uid, order_id, released, state, "
+                    "attempts, next_try, created, updated) "
+                    "VALUES (?1, ?2, ?3, ?4, 'pending', 0, ?5, ?6, ?6) "
+                    "ON CONFLICT (rule, study_uid, order_id) DO UPDATE SET state = 'pending', "
+                    "released = ?4, attempts = 0, last_error = NULL, next_try = ?5, "
+                    "updated = ?6 WHERE released != ?4", &q, err);
+    if (st != CP_OK)
+        return st;
+    bind_text(q, 1, rule);
+    bind_text(q, 2, study_uid);
+    sqlite3_bind_int64(q, 3, order_id);
+    sqlite3_bind_int64(q, 4, released_us);
+    sqlite3_bind_int64(q, 5, due_us);
+    sqlite3_bind_int64(q, 6, now_us);
+    st = run(l, q, err);
+    if (st == CP_OK)
+        *added = sqlite3_changes(l->db) > 0;
+    return st;
+}
+
+/* Whether the reading orders' table exists yet (the consult service makes it). */
+static cp_status orders_exist(ledger *l, bool *exist, cp_error *err)
+{
+    sqlite3_stmt *q;
+    cp_status st;
+    int rc;
+
+    *exist = false;
+    st = prepare(l, "SELECT 1 FROM sqlite_master WHERE type = 'table' "
+                    "AND name = 'reading_order'", &q, err);
+    if (st != CP_OK)
+        return st;
+    rc = sqlite3_step(q);
+    if (rc == SQLITE_ROW)
+        *exist = true;
+    else if (rc != SQLITE_DONE)
+        st = db_error(l, err, "reading orders");
+    sqlite3_finalize(q);
+    return st;
+}
+
+cp_status ledger_released_orders(ledger *l, int64_t after_us, int64_t after_id, size_t limit,
+                                 ledger_release_fn fn, void *ctx, cp_error *err)
+{
+    ledger_release *rows = NULL;
+    size_t n = 0;
+    sqlite3_stmt *q;
+    bool exist;
+    cp_status st;
+    int rc = SQLITE_DONE;
+
+    st = orders_exist(l, &exist, err);
+    if (st != CP_OK || !exist)
+        return st;
+    rows = cp_calloc(limit == 0 ? 1 : limit, sizeof *rows);
+    if (rows == NULL)
+        return CP_ERR_NOMEM;
+    /* 8 is ORDER_RELEASED (consult/order.h), which never changes once written. */
+    st = prepare(l, "SELECT id, study_uid, released, requesting_id FROM reading_order "
+                    "WHERE state = 8 AND (released > ?1 OR (released = ?1 AND id > ?2)) "
+                    "ORDER BY released, id LIMIT ?3", &q, err);
+    if (st != CP_OK)
+        goto done;
+    sqlite3_bind_int64(q, 1, after_us);
+    sqlite3_bind_int64(q, 2, after_id);
+    sqlite3_bind_int64(q, 3, (sqlite3_int64)limit);
+    /* Read them all first: fn writes to the ledger's tables. */
+    while (n < limit && (rc = sqlite3_step(q)) == SQLITE_ROW) {
+        const unsigned char *uid = sqlite3_column_text(q, 1);
+
+        rows[n].order_id = sqlite3_column_int64(q, 0);
+        snprintf(rows[n].study_uid, sizeof rows[n].study_uid, "%s",
+                 uid != NULL ? (const char *)uid : "");
+        rows[n].released_us = sqlite3_column_int64(q, 2);
+        rows[n].institution_id = sqlite3_column_int64(q, 3);
+        n++;
+    }
+    if (n < limit && rc != SQLITE_DONE)
+        st = db_error(l, err, "released orders");
+    sqlite3_finalize(q);
+    for (size_t i = 0; i < n && st == CP_OK; i++)
+        st = fn(ctx, &rows[i]);
+
+done:
+    cp_free(rows);
+    return st;
 }
 
 static void read_job(sqlite3_stmt *q, ledger_job *job)
@@ -299,6 +408,8 @@ static void read_job(sqlite3_stmt *q, ledger_job *job)
     s = sqlite3_column_text(q, 4);
     snprintf(job->last_error, sizeof job->last_error, "%s", s != NULL ? (const char *)s : "");
     job->next_try_us = sqlite3_column_int64(q, 5);
+    job->order_id = sqlite3_column_int64(q, 6);
+    job->released_us = sqlite3_column_int64(q, 7);
 }
 
 cp_status ledger_jobs_due(ledger *l, const char *rule, int64_t now_us, size_t limit,
@@ -312,8 +423,9 @@ cp_status ledger_jobs_due(ledger *l, const char *rule, int64_t now_us, size_t li
     jobs = cp_calloc(limit == 0 ? 1 : limit, sizeof *jobs);
     if (jobs == NULL)
         return CP_ERR_NOMEM;
-    st = prepare(l, "SELECT rule, study_uid, state, attempts, last_error, next_try "
-                    "FROM export_job WHERE rule = ?1 AND state != 'done' AND next_try <= ?2 "
+    st = prepare(l, "SELECT rule, study_uid, state, attempts, last_error, next_try, "
+                    "order_id, released FROM export_job "
+                    "WHERE rule = ?1 AND state != 'done' AND next_try <= ?2 "
                     "ORDER BY next_try, created LIMIT ?3", &q, err);
     if (st != CP_OK)
         goto done;
@@ -338,7 +450,8 @@ cp_status ledger_job_update(ledger *l, const ledger_job *job, int64_t now_us, cp
     cp_status st;
 
     st = prepare(l, "UPDATE export_job SET state = ?3, attempts = ?4, last_error = ?5, "
-                    "next_try = ?6, updated = ?7 WHERE rule = ?1 AND study_uid = ?2", &q, err);
+                    "next_try = ?6, updated = ?7 WHERE rule = ?1 AND study_uid = ?2 "
+                    "AND order_id = ?8", &q, err);
     if (st != CP_OK)
         return st;
     bind_text(q, 1, job->rule);
@@ -348,6 +461,7 @@ cp_status ledger_job_update(ledger *l, const ledger_job *job, int64_t now_us, cp
     bind_text(q, 5, job->last_error[0] != '\0' ? job->last_error : NULL);
     sqlite3_bind_int64(q, 6, job->next_try_us);
     sqlite3_bind_int64(q, 7, now_us);
+    sqlite3_bind_int64(q, 8, job->order_id);
     return run(l, q, err);
 }
 
@@ -382,6 +496,7 @@ static cp_status status_sources(ledger *l, json_t *list, cp_error *err)
         "WITH names AS (SELECT source FROM intake_source UNION "
         "               SELECT DISTINCT source FROM intake_ledger) "
         "SELECT n.source, s.state, s.last_error, coalesce(s.last_success, 0), "
+        " CASE WHEN s.last_error IS NULL THEN 0 ELSE s.updated END,"
         " (SELECT count(*) FROM intake_ledger WHERE source = n.source AND outcome != 'unpacked'),"
         " (SELECT count(*) FROM intake_ledger WHERE source = n.source AND outcome = 'stored'),"
         " (SELECT count(*) FROM intake_ledger WHERE source = n.source AND outcome = 'duplicate'),"
@@ -402,11 +517,12 @@ static cp_status status_sources(ledger *l, json_t *list, cp_error *err)
                             ? json_string("unknown") : text_json(q, 1));
         json_object_set_new(o, "last_error", text_json(q, 2));
         json_object_set_new(o, "last_success", time_json(sqlite3_column_int64(q, 3)));
-        json_object_set_new(o, "seen", json_integer(sqlite3_column_int64(q, 4)));
-        json_object_set_new(o, "stored", json_integer(sqlite3_column_int64(q, 5)));
-        json_object_set_new(o, "duplicates", json_integer(sqlite3_column_int64(q, 6)));
-        json_object_set_new(o, "failed", json_integer(sqlite3_column_int64(q, 7)));
-        json_object_set_new(o, "skipped", json_integer(sqlite3_column_int64(q, 8)));
+        json_object_set_new(o, "last_error_time", time_json(sqlite3_column_int64(q, 4)));
+        json_object_set_new(o, "seen", json_integer(sqlite3_column_int64(q, 5)));
+        json_object_set_new(o, "stored", json_integer(sqlite3_column_int64(q, 6)));
+        json_object_set_new(o, "duplicates", json_integer(sqlite3_column_int64(q, 7)));
+        json_object_set_new(o, "failed", json_integer(sqlite3_column_int64(q, 8)));
+        json_object_set_new(o, "skipped", json_integer(sqlite3_column_int64(q, 9)));
         json_array_append_new(list, o);
     }
     if (rc != SQLITE_DONE)
@@ -425,7 +541,8 @@ static cp_status status_jobs(ledger *l, const char *rule, json_t *o, cp_error *e
     if (jobs == NULL)
         return CP_ERR_NOMEM;
     json_object_set_new(o, "jobs", jobs);
-    st = prepare(l, "SELECT study_uid, state, attempts, last_error, next_try FROM export_job "
+    st = prepare(l, "SELECT study_uid, state, attempts, last_error, next_try, order_id, "
+                    "CASE WHEN last_error IS NULL THEN 0 ELSE updated END FROM export_job "
                     "WHERE rule = ?1 AND state != 'done' ORDER BY next_try LIMIT 100", &q, err);
     if (st != CP_OK)
         return st;
@@ -440,6 +557,9 @@ static cp_status status_jobs(ledger *l, const char *rule, json_t *o, cp_error *e
         json_object_set_new(j, "attempts", json_integer(sqlite3_column_int64(q, 2)));
         json_object_set_new(j, "last_error", text_json(q, 3));
         json_object_set_new(j, "next_try", time_json(sqlite3_column_int64(q, 4)));
+        json_object_set_new(j, "order", sqlite3_column_int64(q, 5) > 0
+                            ? json_integer(sqlite3_column_int64(q, 5)) : json_null());
+        json_object_set_new(j, "last_error_time", time_json(sqlite3_column_int64(q, 6)));
         json_array_append_new(jobs, j);
     }
     if (rc != SQLITE_DONE)

@@ -17,6 +17,7 @@ typedef enum {
     F_STUDY_UID, F_STUDY_DATE, F_STUDY_TIME, F_ACCESSION, F_STUDY_DESCRIPTION, F_STUDY_ID,
     F_SERIES_UID, F_MODALITY, F_SERIES_NUMBER, F_SERIES_DESCRIPTION,
     F_SOP_UID, F_SOP_CLASS_UID, F_INSTANCE_NUMBER,
+    F_ORDER_ID,
 } field_id;
 
 static const struct {
@@ -41,6 +42,7 @@ static const struct {
     { "SOPInstanceUID", F_SOP_UID },
     { "SOPClassUID", F_SOP_CLASS_UID },
     { "InstanceNumber", F_INSTANCE_NUMBER },
+    { "OrderID", F_ORDER_ID },
 };
 
 static int field_find(const char *name, size_t len)
@@ -152,7 +154,31 @@ size_t pattern_sanitize(const char *value, char *out, size_t size)
     return n;
 }
 
-static void field_value(const index_row *row, field_id id, char *out, size_t size)
+bool pattern_uses(const char *pattern, const char *keyword)
+{
+    size_t len = strlen(keyword);
+
+    for (const char *p = strchr(pattern, '{'); p != NULL; p = strchr(p + 1, '{'))
+        if (strncmp(p + 1, keyword, len) == 0 && p[1 + len] == '}')
+            return true;
+    return false;
+}
+
+bool pattern_instance_level(const char *pattern)
+{
+    static const char *const below_study[] = {
+        "SeriesInstanceUID", "Modality", "SeriesNumber", "SeriesDescription",
+        "SOPInstanceUID", "SOPClassUID", "InstanceNumber",
+    };
+
+    for (size_t i = 0; i < sizeof below_study / sizeof below_study[0]; i++)
+        if (pattern_uses(pattern, below_study[i]))
+            return true;
+    return false;
+}
+
+static void field_value(const index_row *row, int64_t order_id, field_id id, char *out,
+                        size_t size)
 {
     const index_instance_record *r = &row->rec;
     int64_t num = INDEX_NUMBER_NONE;
@@ -177,8 +203,10 @@ static void field_value(const index_row *row, field_id id, char *out, size_t siz
     case F_SOP_UID: s = r->instance.sop_uid; break;
     case F_SOP_CLASS_UID: s = r->instance.sop_class_uid; break;
     case F_INSTANCE_NUMBER: num = r->instance.number; break;
+    case F_ORDER_ID: num = order_id > 0 ? order_id : INDEX_NUMBER_NONE; break;
     }
-    if ((id == F_SERIES_NUMBER || id == F_INSTANCE_NUMBER) && num != INDEX_NUMBER_NONE)
+    if ((id == F_SERIES_NUMBER || id == F_INSTANCE_NUMBER || id == F_ORDER_ID) &&
+        num != INDEX_NUMBER_NONE)
         snprintf(out, size, "%" PRId64, num);
     else
         snprintf(out, size, "%s", s);
@@ -186,6 +214,12 @@ static void field_value(const index_row *row, field_id id, char *out, size_t siz
 
 cp_status pattern_expand(const char *pattern, const index_row *row, char *out, size_t size,
                          cp_error *err)
+{
+    return pattern_expand_order(pattern, row, 0, out, size, err);
+}
+
+cp_status pattern_expand_order(const char *pattern, const index_row *row, int64_t order_id,
+                               char *out, size_t size, cp_error *err)
 {
     size_t n = 0;
 
@@ -205,7 +239,7 @@ cp_status pattern_expand(const char *pattern, const index_row *row, char *out, s
         id = end != NULL ? field_find(p + 1, (size_t)(end - p - 1)) : -1;
         if (id < 0)
             return bad(err, "unknown field");
-        field_value(row, (field_id)id, raw, sizeof raw);
+        field_value(row, order_id, (field_id)id, raw, sizeof raw);
         len = pattern_sanitize(raw, safe, sizeof safe);
         if (n + len >= size)
             goto too_long;

@@ -7,6 +7,12 @@ checked to be untouched, and exactly that smbd (its pid file) is stopped.
 `cloudpacs serve` takes files from the share ([intake.NAME]) and writes
 completed studies to it ([export.NAME]); what it stored is counted through
 QIDO-RS with the service token and through `cloudpacs intake status`.
+
+A report released through the REST API (test_film.release_study) is
+exported by a report_released rule (what = both) to the share, read back
+with smbclient, and not again after a restart; GET /api/intake answers the
+counters (401 without a token, 403 without metrics.read, 503 without the
+service), and the console's intake page shows them (tests/browser/intake.mjs).
 """
 
 import io
@@ -24,7 +30,7 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from conftest import PYDICOM_DATA, SERVICE_TOKEN, bearer
+from conftest import PYDICOM_DATA, SERVICE_TOKEN, api_call, api_ok, bearer
 from dicomgen import new_dataset, write_pydicom
 from test_dicom_service import Server, free_port, wait_log
 
@@ -485,7 +491,7 @@ def test_export_completed_study_to_share(cloudpacs_bin, smbd, tmp_path):
         got = tmp_path / "got.dcm"
         smbd.client("get out/P_9/A_9_20240315/1/%s.dcm %s" % (uid(90), got))
         assert got.read_bytes() == sources[uid(90)]
-        assert "nothing emits report_released yet" in srv.log_text()
+        assert "event=export.started rule=later" in srv.log_text()
         status = intake_status(cloudpacs_bin, srv)
         rule = [e for e in status["exports"] if e["name"] == "hospital"][0]
         assert rule["done"] == 1 and rule["retrying"] == 0 and rule["position"] > 0
@@ -583,5 +589,240 @@ def test_institutions_and_credentials_file(cloudpacs_bin, smbd, tmp_path):
                        for p in (tmp_path / "out").rglob("*") if p.is_file())
         assert files == ["PA/%s.dcm" % uid(130)], files
         assert "institution=0" not in log.split("event=intake.started source=a")[1][:200]
+    finally:
+        assert srv.stop() == 0, srv.log_text()[-3000:]
+
+
+# --- export on report release, and the status over the REST API ---------------------
+
+class ReadingWorld:
+    """A clinic with a technician and a gateway token, a centre with a reader and a
+    reviewer under contract for CR chest: what test_film.release_study needs."""
+
+
+def reading_world(base):
+    from test_auth_http import PASSWORD, login
+    w = ReadingWorld()
+    w.base = base
+    w.centre = api_ok(base, "POST", "/api/institutions",
+                      {"parent_id": 0, "kind": "centre", "code": "CENTRE",
+                       "name": "Reading centre"})["id"]
+    w.clinic = api_ok(base, "POST", "/api/institutions",
+                      {"parent_id": 0, "kind": "clinic", "code": "CLINIC",
+                       "name": "Harbour Clinic"})["id"]
+    w.ids, w.tokens = {}, {}
+    for name, inst, roles, title in (("reviewer", w.centre, ["reviewer"], 3),
+                                     ("rad1", w.centre, ["radiologist"], 2),
+                                     ("tech", w.clinic, ["technician"], 0)):
+        w.ids[name] = api_ok(base, "POST", "/api/users",
+                             {"username": name, "display_name": "Dr " + name.title(),
+                              "institution_id": inst, "password": PASSWORD,
+                              "roles": roles, "title": title})["id"]
+    for name in ("rad1", "reviewer"):
+        api_ok(base, "PUT", "/api/users/%d/qualifications" % w.ids[name],
+               [{"modality": "CR", "body_part": "CHEST"}])
+        api_ok(base, "POST", "/api/contracts",
+               {"user_id": w.ids[name], "requesting_id": w.clinic, "reading_id": w.centre,
+                "start_date": "", "end_date": "", "modalities": ["CR"], "body_parts": []})
+    w.clinic_token = api_ok(base, "POST", "/api/tokens",
+                            {"name": "gateway", "institution_id": w.clinic,
+                             "roles": ["technician"]})["token"]
+    for name in w.ids:
+        status, body, _ = login(base, name)
+        assert status == 200, body
+        w.tokens[name] = body["token"]
+    return w
+
+
+def release_server(binary, tmp, sections, extra_env=None):
+    from test_auth_http import AuthServer
+    config = Path(tmp) / "cloudpacs.ini"
+    config.write_text("[archive]\nstudy_quiet_seconds = 1\n" + sections)
+    # For a sanitizer build: libsmbclient's leak and the font caches of the report PDF.
+    supp = Path(tmp) / "lsan.supp"
+    supp.write_text("".join((Path(__file__).parent / name).read_text()
+                            for name in ("lsan_smbclient.supp", "lsan_film.supp")))
+    return AuthServer(binary, tmp, services="web,dispatch,ingest",
+                      extra_env=dict(extra_env or {}, CLOUDPACS_CONFIG=str(config),
+                                     LSAN_OPTIONS="suppressions=%s" % supp))
+
+
+def make_sysadmin(base, institution_id):
+    """A system administrator (who holds metrics.read); its session token."""
+    from test_auth_http import PASSWORD, session_token
+    api_ok(base, "POST", "/api/users",
+           {"username": "sysadm", "display_name": "System admin",
+            "institution_id": institution_id, "password": PASSWORD,
+            "roles": ["system_admin"]})
+    return session_token(base, "sysadm")
+
+
+def wait_text(srv, needle, timeout=60):
+    return wait_for(lambda: needle in srv.log_text(), timeout, needle)
+
+
+def test_export_on_report_release_to_share(cloudpacs_bin, smbd, tmp_path):
+    from test_film import release_study
+    make_instance(smbd.share / "in" / "IM0", uid(15, 2), uid(15, 3), uid(150))
+    sections = (smb_section("clinic", smbd, "in")
+                + "\n[export.rel]\non = report_released\nwhat = both\ntarget = %s\n"
+                  "user = %s\npassword = %s\nsettle_seconds = 2\n"
+                  "pattern = {PatientID}/{OrderID}/{SOPInstanceUID}.dcm\n"
+                  "pdf_pattern = {PatientID}/{OrderID}/report-{AccessionNumber}.pdf\n"
+                  % (smbd.url("rel"), SMB_USER, SMB_PASSWORD))
+    srv = release_server(cloudpacs_bin, tmp_path, sections)
+    try:
+        w = reading_world(srv.base)
+        oid, study, files = release_study(w, "PR-1")
+        wait_text(srv, "event=export.release_done rule=rel order=%d study_uid=%s" % (oid, study))
+        log = srv.log_text()
+        # Every instance of the study: the three images, the report SR, the Encapsulated
+        # PDF (and what else the release stored); and the PDF file.
+        req = urllib.request.Request("%s/dicom-web/studies/%s/instances" % (srv.base, study),
+                                     headers=bearer())
+        with urllib.request.urlopen(req, timeout=30) as r:
+            in_study = sorted(i["00080018"]["Value"][0] for i in json.loads(r.read()))
+        assert len(in_study) >= 5, in_study
+        assert "files=%d pdf=1" % len(in_study) in \
+            log.split("event=export.release_done rule=rel")[1], log[-3000:]
+        listing = smbd.client("recurse", "ls rel\\*")
+        assert ".part" not in listing
+        folder = smbd.share / "rel" / "PR-1" / str(oid)
+        dcm = sorted(folder.glob("*.dcm"))
+        pdfs = sorted(folder.glob("*.pdf"))
+        assert sorted(p.name[:-4] for p in dcm) == in_study and len(pdfs) == 1, listing
+        got = tmp_path / "got.pdf"
+        smbd.client("get rel/PR-1/%d/%s %s" % (oid, pdfs[0].name, got))
+        assert got.read_bytes().startswith(b"%PDF")
+        classes = set()
+        for p in dcm:
+            back = tmp_path / ("back-" + p.name)
+            smbd.client("get rel/PR-1/%d/%s %s" % (oid, p.name, back))
+            ds = pydicom.dcmread(str(back))
+            assert ds.StudyInstanceUID == study
+            classes.add(ds.SOPClassUID)
+        assert "1.2.840.10008.5.1.4.1.1.104.1" in classes    # Encapsulated PDF
+        assert any(c.startswith("1.2.840.10008.5.1.4.1.1.88.") for c in classes)  # SR
+        originals = {pydicom.dcmread(io.BytesIO(f)).SOPInstanceUID: f for f in files}
+        for sop, data in originals.items():
+            assert (folder / (sop + ".dcm")).read_bytes() == data
+
+        # GET /api/intake: the counters, for the service token; 401 and 403 otherwise.
+        st, body, _ = api_call(srv.base, "GET", "/api/intake")
+        assert st == 200, body
+        source = [x for x in body["sources"] if x["name"] == "clinic"][0]
+        wait_for(lambda: [x for x in api_ok(srv.base, "GET", "/api/intake")["sources"]
+                          if x["name"] == "clinic"][0]["stored"] == 1, what="intake stored")
+        assert source["state"] == "up" and source["kind"] == "smb", source
+        assert "last_error" in source and "last_error_time" in source
+        rule = [x for x in body["exports"] if x["name"] == "rel"][0]
+        assert rule["on"] == "report_released" and rule["what"] == "both", rule
+        assert rule["done"] == 1 and rule["pending"] == 0 and rule["retrying"] == 0, rule
+        assert rule["pdfs_written"] == 1 and rule["files_written"] == len(in_study), rule
+        assert SMB_PASSWORD not in json.dumps(body)
+        st, _, _ = api_call(srv.base, "GET", "/api/intake", token=None)
+        assert st == 401
+        st, body, _ = api_call(srv.base, "GET", "/api/intake", token=w.tokens["tech"])
+        assert st == 403, body
+        st, body, _ = api_call(srv.base, "GET", "/api/intake",
+                               token=make_sysadmin(srv.base, w.centre))
+        assert st == 200 and [x["name"] for x in body["exports"]] == ["rel"], body
+    finally:
+        assert srv.stop() == 0, srv.log_text()[-3000:]
+
+    # A restart exports nothing twice: the jobs are in the database, not in memory.
+    srv = release_server(cloudpacs_bin, tmp_path, sections)
+    try:
+        wait_text(srv, "event=export.started rule=rel")
+        time.sleep(4)       # several passes over the released orders
+        assert "event=export.release_queued" not in srv.log_text()
+        assert "event=export.release_done" not in srv.log_text()
+        rule = [x for x in api_ok(srv.base, "GET", "/api/intake")["exports"]
+                if x["name"] == "rel"][0]
+        assert rule["done"] == 1 and rule["pending"] == 0, rule
+    finally:
+        assert srv.stop() == 0, srv.log_text()[-3000:]
+
+
+def test_export_pdf_only(cloudpacs_bin, tmp_path):
+    """what = pdf to a local folder: the report PDF alone, named by pdf_pattern's default."""
+    from test_film import release_study
+    out = tmp_path / "out"
+    sections = ("\n[export.pdf]\non = report_released\nwhat = pdf\ntarget = %s\n"
+                "settle_seconds = 0\n" % out)
+    srv = release_server(cloudpacs_bin, tmp_path, sections)
+    try:
+        w = reading_world(srv.base)
+        oid, study, _ = release_study(w, "PR-2")
+        wait_text(srv, "event=export.release_done rule=pdf order=%d" % oid)
+        pdfs = list(out.rglob("*.pdf"))
+        assert [p.name for p in pdfs] == ["report-%d.pdf" % oid], pdfs
+        assert pdfs[0].read_bytes().startswith(b"%PDF")
+        assert list(out.rglob("*.dcm")) == []
+    finally:
+        assert srv.stop() == 0, srv.log_text()[-3000:]
+
+
+def test_intake_api_without_the_service(cloudpacs_bin, tmp_path):
+    from test_auth_http import AuthServer
+    srv = AuthServer(cloudpacs_bin, tmp_path)
+    try:
+        # Redis may still be starting on a loaded machine (a 503 of its own).
+        st, body, _ = wait_for(lambda: (lambda r: r if (r[1] or {}).get("reason") !=
+                                        "unavailable" else None)(
+            api_call(srv.base, "GET", "/api/intake")), what="an answer past Redis")
+        assert st == 503 and body["reason"] == "ingest_not_running", body
+        assert "not running" in body["error"]
+    finally:
+        assert srv.stop() == 0, srv.log_text()[-3000:]
+
+
+def test_export_what_configuration(cloudpacs_bin, tmp_path):
+    env = dict(os.environ, CLOUDPACS_DATA_DIR=str(tmp_path / "d"))
+    conf = tmp_path / "bad.conf"
+    for text, words in (
+            ("on = study_complete\nwhat = pdf\n", b"report_released"),
+            ("on = report_released\nwhat = zip\n", b"dicom, pdf or both"),
+            ("on = study_complete\npattern = {OrderID}/{SOPInstanceUID}.dcm\n", b"OrderID"),
+            ("on = report_released\nwhat = pdf\npdf_pattern = {SOPInstanceUID}.pdf\n",
+             b"pdf_pattern")):
+        conf.write_text("[export.y]\ntarget = %s\n%s" % (tmp_path / "x", text))
+        proc = subprocess.run([str(cloudpacs_bin), "serve", "--config", str(conf),
+                               "--services", "ingest"], capture_output=True, timeout=60,
+                              env=env)
+        assert proc.returncode == 4, proc.stderr.decode()
+        assert b"export.y" in proc.stderr and words in proc.stderr, proc.stderr.decode()
+
+
+def test_intake_page_in_browser(cloudpacs_bin, smbd, tmp_path):
+    """tests/browser/intake.mjs: the console's intake page shows the source and the rule."""
+    from test_auth_http import PASSWORD
+    from test_console import BROWSER_DIR, CHROMIUM, CONSOLE_DIR, require_browser, \
+        require_console
+    require_console()
+    require_browser()
+    for i in range(2):
+        make_instance(smbd.share / "in" / ("IM%d" % i), uid(16, 2), uid(16, 3), uid(160 + i))
+    sections = (smb_section("clinic", smbd, "in")
+                + "\n[export.reports]\non = report_released\nwhat = pdf\ntarget = %s\n"
+                % (tmp_path / "out"))
+    srv = release_server(cloudpacs_bin, tmp_path, sections,
+                         {"CLOUDPACS_HTTP_CONSOLE_DIR": str(CONSOLE_DIR)})
+    try:
+        centre = api_ok(srv.base, "POST", "/api/institutions",
+                        {"parent_id": 0, "kind": "centre", "code": "CENTRE",
+                         "name": "Reading centre"})["id"]
+        make_sysadmin(srv.base, centre)
+        shots = tmp_path / "screenshots"
+        shots.mkdir()
+        env = dict(os.environ, INTAKE_URL=srv.base, INTAKE_USER="sysadm",
+                   INTAKE_PASSWORD=PASSWORD, SOURCE_NAME="clinic", SOURCE_STORED="2",
+                   EXPORT_NAME="reports", CHROMIUM=CHROMIUM, SCREENSHOT_DIR=str(shots))
+        proc = subprocess.run(["node", "--test", "intake.mjs"], cwd=BROWSER_DIR, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=300)
+        out = proc.stdout.decode(errors="replace")
+        assert proc.returncode == 0, "the intake page test failed (screenshots in %s)\n%s" % (
+            shots, out[-6000:])
+        assert "# pass 0\n" not in out, out
     finally:
         assert srv.stop() == 0, srv.log_text()[-3000:]

@@ -102,6 +102,28 @@ static void test_expand(void **state)
                      CP_ERR_LIMIT);
 }
 
+static void test_order_id(void **state)
+{
+    index_row row;
+    char out[512];
+
+    (void)state;
+    memset(&row, 0, sizeof row);
+    strcpy(row.rec.patient.id, "P1");
+    assert_int_equal(pattern_check(PATTERN_PDF_DEFAULT, NULL), CP_OK);
+    assert_int_equal(pattern_expand_order("{PatientID}/report-{OrderID}.pdf", &row, 42, out,
+                                          sizeof out, NULL), CP_OK);
+    assert_string_equal(out, "P1/report-42.pdf");
+    assert_int_equal(pattern_expand("{OrderID}", &row, out, sizeof out, NULL), CP_OK);
+    assert_string_equal(out, "_");
+    assert_true(pattern_uses("{PatientID}/{OrderID}.pdf", "OrderID"));
+    assert_false(pattern_uses("{PatientID}/{OrderIDx}.pdf", "OrderID"));
+    assert_false(pattern_uses("{PatientID}/OrderID.pdf", "OrderID"));
+    assert_false(pattern_instance_level(PATTERN_PDF_DEFAULT));
+    assert_true(pattern_instance_level("{PatientID}/{SeriesNumber}.pdf"));
+    assert_true(pattern_instance_level(PATTERN_DEFAULT));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -109,6 +131,7 @@ int main(void)
         cmocka_unit_test(test_sanitize_length),
         cmocka_unit_test(test_check),
         cmocka_unit_test(test_expand),
+        cmocka_unit_test(test_order_id),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -24,6 +24,7 @@ import ClinicOrders from './views/ClinicOrders.vue';
 import OrderView from './views/OrderView.vue';
 import Board from './views/Board.vue';
 import Stats from './views/Stats.vue';
+import Intake from './views/Intake.vue';
 import { inArea, type Area } from './workbench';
 
 declare module 'vue-router' {
@@ -57,6 +58,7 @@ export const router = createRouter({
     { path: '/tokens', name: 'tokens', component: Tokens, meta: { perms: ['tokens.manage'] } },
     { path: '/aes', name: 'aes', component: Aes, meta: { perms: ['aes.manage'] } },
     { path: '/audit', name: 'audit', component: Audit, meta: { perms: ['audit.read'] } },
+    { path: '/intake', name: 'intake', component: Intake, meta: { perms: ['metrics.read'] } },
     { path: '/account', name: 'account', component: Account },
     // The reading workbench.
     { path: '/pool', name: 'pool', component: Pool, meta: { area: 'doctor' } },
