@@ -18,7 +18,7 @@ export default defineConfig({
     // Two pages: the console (index.html) and the patient's cloud film
     // (film.html, src/patient/), which cloudpacs serves at /film/<token>.
     rollupOptions: {
-      input: { main: 'index.html', film: 'film.html' },
+      input: { main: 'index.html', film: 'film.html', kiosk: 'kiosk.html' },
     },
   },
   server: {

@@ -18,6 +18,8 @@
 #include "api/api_directory.h"
 #include "api/api_internal.h"
 #include "api/api_film.h"
+#include "api/api_intake.h"
+#include "api/api_kiosk.h"
 #include "api/api_orders.h"
 #include "api/api_reports.h"
 #include "api/api_session.h"
@@ -84,6 +86,10 @@ cp_status api_register(api_service *a, http_server *s, cp_error *err)
         st = api_reports_register(a, s);
     if (st == CP_OK)
         st = api_film_register(a, s);
+    if (st == CP_OK)
+        st = api_intake_register(a, s);
+    if (st == CP_OK)
+        st = api_kiosk_register(a, s);
     if (st != CP_OK)
         return cp_error_set(err, st, CP_ERROR_NO_OFFSET, CP_ERROR_NO_TAG,
                             "api_register: a route could not be added");
@@ -258,6 +264,10 @@ http_auth_decision api_authenticate(http_request *req, void *ctx)
     if (p->enrol_only && !enrol_route(req)) {
         api_respond_error(req, 403, "enrol_required",
                           "enrol a second factor first (POST /api/me/totp)");
+        return HTTP_AUTH_RESPONDED;
+    }
+    if ((p->roles & ROLE_KIOSK) && !api_kiosk_route(req)) {
+        api_respond_error(req, 403, "forbidden", "a print kiosk prints only");
         return HTTP_AUTH_RESPONDED;
     }
     return HTTP_AUTH_ALLOW;

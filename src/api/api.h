@@ -25,6 +25,7 @@
 #include "consult/order.h"
 #include "consult/report.h"
 #include "film/share.h"
+#include "core/config.h"
 #include "core/status.h"
 #include "http/http.h"
 #include "index/index.h"
@@ -59,6 +60,13 @@ typedef struct api_config {
     const char *film_dir;               /* where the report PDFs are kept */
     const char *film_base_url;          /* the QR code's URL base; NULL or "": the request's */
     int film_link_days;                 /* a released report's link; 0: 365 */
+    /*
+     * Added for the phone factor (not owned; alive as long as the API): the
+     * configuration whose [film] factor and [film.<INSTITUTION_CODE>] factor
+     * ("birth_date" or "phone_last4", checked by serve at start) say which
+     * second factor a released report's link asks; NULL: the birth date.
+     */
+    const cp_config *film_factors;
 } api_config;
 
 cp_status api_create(const api_config *cfg, api_service **out, cp_error *err);
@@ -90,5 +98,24 @@ void api_audit(api_service *a, const http_request *req, audit_record *r);
 typedef cp_status (*api_film_render_fn)(void *ctx, http_request *req, const char *blob_key,
                                         const uint8_t *hash, bool thumbnail);
 void api_set_film_render(api_service *a, api_film_render_fn fn, void *ctx);
+
+/*
+ * Added for cloud film's instance files (GET /film/api/{token}/instances/
+ * {sop}/file, api_film_file.h): the store the instances are read from (the
+ * filesystem store: the de-identifier reads a blob as a file). Set before
+ * the server starts; without it that route answers 503.
+ */
+void api_set_film_store(api_service *a, store *st);
+
+/*
+ * Added for the intake and export status (GET /api/intake): fills *out
+ * with the status JSON (ingest/ingest.h ingest_status_json; the caller
+ * owns it), or returns CP_ERR_UNAVAILABLE with a reason when the service
+ * does not run. Set by whoever runs that service, before the server
+ * starts; without it the route answers 503.
+ */
+struct json_t;   /* jansson's json_t, not included: its names clash with DICOMweb's */
+typedef cp_status (*api_intake_status_fn)(void *ctx, struct json_t **out, cp_error *err);
+void api_set_intake_status(api_service *a, api_intake_status_fn fn, void *ctx);
 
 #endif

@@ -31,6 +31,9 @@ struct api_service {
     api_film_render_fn film_render;     /* added: cloud film's pictures */
     void *film_render_ctx;
     struct http_static *film_page;      /* added: web/dist/film.html at /film/ */
+    store *film_store;                  /* added: cloud film's instance files */
+    api_intake_status_fn intake_status; /* added: GET /api/intake */
+    void *intake_status_ctx;
 };
 
 #define API_COOKIE_NAME "cloudpacs_session"

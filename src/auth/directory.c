@@ -48,7 +48,7 @@ struct directory {
 
 static const char *const role_names[] = {
     "institution_admin", "technician", "radiologist", "reviewer",
-    "system_admin", "security_admin", "audit_admin",
+    "system_admin", "security_admin", "audit_admin", "kiosk",
 };
 
 #define ROLE_COUNT (sizeof role_names / sizeof role_names[0])
@@ -342,6 +342,9 @@ static cp_status check_roles(unsigned roles, bool token, cp_error *err)
     if (token && separated != 0)
         return cp_error_set(err, CP_ERR_FORBIDDEN, CP_ERROR_NO_OFFSET, CP_ERROR_NO_TAG,
                             "an API token never holds a separated administrator role");
+    if ((roles & ROLE_KIOSK) != 0 && roles != ROLE_KIOSK)
+        return cp_error_set(err, CP_ERR_FORBIDDEN, CP_ERROR_NO_OFFSET, CP_ERROR_NO_TAG,
+                            "a kiosk holds no other role");
     if (separated != 0 && roles != separated)
         return cp_error_set(err, CP_ERR_FORBIDDEN, CP_ERROR_NO_OFFSET, CP_ERROR_NO_TAG,
                             "a system, security or audit administrator holds no other role");

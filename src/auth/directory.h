@@ -53,10 +53,16 @@ typedef enum directory_role {
     ROLE_SYSTEM_ADMIN = 1u << 4,
     ROLE_SECURITY_ADMIN = 1u << 5,
     ROLE_AUDIT_ADMIN = 1u << 6,
+    /*
+     * Added: a self-service print kiosk (api_kiosk.c). It holds no other
+     * role and the policy gives it no action: it only prints a patient's
+     * released reports once the patient has identified at it.
+     */
+    ROLE_KIOSK = 1u << 7,
 } directory_role;
 
 #define ROLE_SEPARATED (ROLE_SYSTEM_ADMIN | ROLE_SECURITY_ADMIN | ROLE_AUDIT_ADMIN)
-#define ROLE_ALL       0x7Fu
+#define ROLE_ALL       0xFFu
 
 /* "institution_admin", "technician", ..., "audit_admin"; NULL if not one role bit. */
 const char *directory_role_name(unsigned role);

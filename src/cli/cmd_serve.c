@@ -969,6 +969,12 @@ static cp_status metrics_route(http_request *req, void *ctx)
     return st;
 }
 
+/* GET /api/intake (api_intake_status_fn): the ingest service's status, or 503. */
+static cp_status intake_status(void *ctx, json_t **out, cp_error *err)
+{
+    return serve_ingest_status(ctx, out, err);
+}
+
 /*
  * Cloud film's pictures (api_film_render_fn): the patient's page asks
  * through its share session; the rendering and its cache are DICOMweb's.
@@ -1004,6 +1010,7 @@ static int start_web(serve_state *s, bool required)
     if (s->auth.consult != NULL) {
         dc.order_gate = serve_consult_order_gate;
         dc.order_gate_ctx = s->auth.consult;
+        dc.order_studies = serve_consult_order_studies;
     }
     memset(&hc, 0, sizeof hc);
     hc.bind_address = cp_config_get(s->cfg, "http", "bind", "127.0.0.1");
@@ -1024,6 +1031,9 @@ static int start_web(serve_state *s, bool required)
         register_viewer(s, &err) != CP_OK || register_console(s, &err) != CP_OK)
         return config_error(&err);
     api_set_film_render(s->auth.api, film_render, s->dweb);
+    api_set_film_store(s->auth.api, s->st);
+    /* The ingest service started before the web service; NULL: it does not run here. */
+    api_set_intake_status(s->auth.api, intake_status, s->ingest);
     if (http_server_start(s->web, &err) != CP_OK) {
         cp_error_format(&err, text, sizeof text);
         http_server_destroy(s->web);

@@ -135,6 +135,31 @@ static int open_consult(serve_auth *a, const cp_config *cfg, const char *data_di
     return serve_consult_open(&cc, &a->consult);
 }
 
+/*
+ * The second factor of released reports' links: [film] factor and each
+ * [film.<INSTITUTION_CODE>] factor must name one (film_share_factor_parse);
+ * CLI_EXIT_CONFIG otherwise.
+ */
+static int check_film_factors(const cp_config *cfg)
+{
+    const char *section;
+
+    if (film_share_factor_parse(cp_config_get(cfg, "film", "factor", "birth_date")) == 0) {
+        fprintf(stderr, "cloudpacs serve: [film] factor: birth_date or phone_last4\n");
+        return CLI_EXIT_CONFIG;
+    }
+    for (size_t i = 0; (section = cp_config_section_at(cfg, i)) != NULL; i++) {
+        if (strncmp(section, "film.", 5) != 0)
+            continue;
+        if (film_share_factor_parse(cp_config_get(cfg, section, "factor", "birth_date")) == 0) {
+            fprintf(stderr, "cloudpacs serve: [%s] factor: birth_date or phone_last4\n",
+                    section);
+            return CLI_EXIT_CONFIG;
+        }
+    }
+    return CLI_EXIT_OK;
+}
+
 /* Cloud film: the share links in the index database, the PDFs in <data_dir>/film. */
 static int open_film(serve_auth *a, const cp_config *cfg, const char *data_dir)
 {
@@ -149,6 +174,8 @@ static int open_film(serve_auth *a, const cp_config *cfg, const char *data_dir)
         auth_fail("[film] delay_ms", &err);
         return CLI_EXIT_CONFIG;
     }
+    if (check_film_factors(cfg) != CLI_EXIT_OK)
+        return CLI_EXIT_CONFIG;
     snprintf(a->film_dir, sizeof a->film_dir, "%s/film", data_dir);
     if (mkdir(a->film_dir, 0700) != 0 && errno != EEXIST) {
         fprintf(stderr, "cloudpacs serve: %s: %s\n", a->film_dir, strerror(errno));
@@ -199,6 +226,7 @@ static int open_services(serve_auth *a, const cp_config *cfg, session_config *sc
         return CLI_EXIT_CONFIG;
     }
     ac.film_link_days = (int)link_days;
+    ac.film_factors = cfg;
     if (cp_config_get_bool(cfg, "http", "secure_cookies", false, &ac.secure_cookies, &err)
             != CP_OK) {
         auth_fail("[http] secure_cookies", &err);

@@ -143,6 +143,16 @@ static cp_status check_report(const pdf_report *r, cp_error *err)
         st = check_text(texts[i], err);
     if (st == CP_OK && r->share_url != NULL && strlen(r->share_url) > SHARE_URL_MAX)
         st = FAIL(err, CP_ERR_INVALID, "pdf: the share URL is too long for a QR code");
+    for (size_t i = 0; st == CP_OK && i < r->image_count && i < PDF_IMAGES_MAX; i++) {
+        const pdf_image *im = &r->images[i];
+
+        if (im->data == NULL || im->width == 0 || im->height == 0 ||
+            im->width > PDF_IMAGE_SIDE_MAX || im->height > PDF_IMAGE_SIDE_MAX ||
+            (im->channels != 1 && im->channels != 3))
+            st = FAIL(err, CP_ERR_INVALID, "pdf: key image %zu has no usable pixels", i + 1);
+        else
+            st = check_text(im->caption, err);
+    }
     return st;
 }
 
@@ -524,6 +534,92 @@ static void draw_signatures(page *p)
     text_buf(p, &body_style, MARGIN, PAGE_W - 2 * MARGIN, &b, st);
 }
 
+/* Gap between two key images, points. */
+#define IMAGE_GAP 8.0
+
+/*
+ * One key image into a cairo image surface (RGB24); NULL when cairo has no
+ * memory for it.
+ */
+static cairo_surface_t *image_surface(const pdf_image *im)
+{
+    cairo_surface_t *s = cairo_image_surface_create(CAIRO_FORMAT_RGB24, (int)im->width,
+                                                    (int)im->height);
+    unsigned char *px;
+    int stride;
+
+    if (cairo_surface_status(s) != CAIRO_STATUS_SUCCESS) {
+        cairo_surface_destroy(s);
+        return NULL;
+    }
+    cairo_surface_flush(s);
+    px = cairo_image_surface_get_data(s);
+    stride = cairo_image_surface_get_stride(s);
+    for (uint32_t y = 0; y < im->height; y++) {
+        uint32_t *row = (uint32_t *)(void *)(px + (size_t)y * (size_t)stride);
+        const uint8_t *in = im->data + (size_t)y * im->width * im->channels;
+
+        for (uint32_t x = 0; x < im->width; x++, in += im->channels) {
+            uint32_t r = in[0];
+            uint32_t g = im->channels == 3 ? in[1] : in[0];
+            uint32_t b = im->channels == 3 ? in[2] : in[0];
+
+            row[x] = r << 16 | g << 8 | b;
+        }
+    }
+    cairo_surface_mark_dirty(s);
+    return s;
+}
+
+/*
+ * The key images in one row of PDF_IMAGES_MAX cells below the impression,
+ * each fitted to its square cell on black, its caption under it. The row
+ * goes to the next page whole when it does not fit.
+ */
+static void draw_images(page *p)
+{
+    const pdf_report *r = p->r;
+    size_t n = r->image_count < PDF_IMAGES_MAX ? r->image_count : PDF_IMAGES_MAX;
+    double cell = (PAGE_W - 2 * MARGIN - (PDF_IMAGES_MAX - 1) * IMAGE_GAP) / PDF_IMAGES_MAX;
+    double top, below = 0;
+    style caption = small_style;
+
+    if (n == 0 || p->st != CP_OK)
+        return;
+    caption.align = PANGO_ALIGN_CENTER;
+    keep(p, cell + 60);
+    text_block(p, &label_style, MARGIN, PAGE_W - 2 * MARGIN, "关键图像 Key images");
+    p->y += 6;
+    top = p->y;
+    for (size_t i = 0; i < n && p->st == CP_OK; i++) {
+        const pdf_image *im = &r->images[i];
+        double x = MARGIN + (double)i * (cell + IMAGE_GAP);
+        double scale = cell / (double)(im->width > im->height ? im->width : im->height);
+        cairo_surface_t *s = image_surface(im);
+
+        cairo_set_source_rgb(p->cr, 0, 0, 0);
+        cairo_rectangle(p->cr, x, top, cell, cell);
+        cairo_fill(p->cr);
+        if (s == NULL) {
+            p->st = CP_ERR_NOMEM;
+            break;
+        }
+        cairo_save(p->cr);
+        cairo_translate(p->cr, x + (cell - im->width * scale) / 2,
+                        top + (cell - im->height * scale) / 2);
+        cairo_scale(p->cr, scale, scale);
+        cairo_set_source_surface(p->cr, s, 0, 0);
+        cairo_paint(p->cr);
+        cairo_restore(p->cr);
+        cairo_surface_destroy(s);
+        p->y = top + cell + 3;
+        text_block(p, &caption, x, cell, im->caption);
+        if (p->y > below)
+            below = p->y;
+    }
+    p->y = (below > top + cell ? below : top + cell) + 12;
+}
+
 static void draw_report(page *p, const QRcode *qr)
 {
     draw_header(p);
@@ -532,6 +628,7 @@ static void draw_report(page *p, const QRcode *qr)
         draw_critical(p);
     draw_section(p, "影像所见 Findings", p->r->findings);
     draw_section(p, "诊断意见 Impression", p->r->impression);
+    draw_images(p);
     draw_signatures(p);
     if (p->st == CP_OK)
         draw_footer(p);

@@ -5,8 +5,10 @@
  * page carries the institution's header, the patient and exam data, the
  * findings and impression, the critical-finding mark, the author's and
  * reviewer's names and times, the QR code of the share link (vector
- * squares, libqrencode) with a line saying what it is for, and a footer
- * with the fingerprint of the report's signature.
+ * squares, libqrencode) with a line saying what it is for, up to
+ * PDF_IMAGES_MAX key images in a row below the impression (added: the
+ * caller renders them; see pdf_image), and a footer with the fingerprint
+ * of the report's signature.
  *
  * The same PDF can go into the archive as a DICOM Encapsulated PDF
  * instance (PS3.3 A.45.1, SOP Class 1.2.840.10008.5.1.4.1.1.104.1) in a
@@ -40,6 +42,26 @@
 
 /* Bytes of a signature fingerprint with its NUL (see pdf_fingerprint). */
 #define PDF_FINGERPRINT_SIZE 48
+
+/* Key images printed at most; the rest of pdf_report.images is left out. */
+#define PDF_IMAGES_MAX 4
+
+/* The largest side of a key image in pixels. */
+#define PDF_IMAGE_SIDE_MAX 4096
+
+/*
+ * A key image, rendered already (e.g. sheet_image_load with the file's own
+ * window): width x height pixels of channels bytes each (1: grey, 3: RGB),
+ * row by row from the top. Printed fitted to a quarter of the text width,
+ * aspect kept, on black, with its caption under it.
+ */
+typedef struct pdf_image {
+    uint32_t width;
+    uint32_t height;
+    uint16_t channels;
+    const uint8_t *data;
+    const char *caption;                /* "序列 2 图像 14 / Series 2 Image 14"; NULL: none */
+} pdf_image;
 
 typedef struct pdf_report {
     const char *institution;            /* the header: the requesting institution's name */
@@ -76,13 +98,19 @@ typedef struct pdf_report {
     const char *qr_caption;             /* NULL: PDF_QR_CAPTION */
     /* A line under the caption, e.g. "验证: 出生日期 / Verify with: birth date". */
     const char *qr_note;
+
+    /* Added: key images below the impression (image_count 0: none). */
+    const pdf_image *images;
+    size_t image_count;
 } pdf_report;
 
 /*
  * Renders the report as a PDF appended to out (nothing is appended on
  * failure). CP_ERR_LIMIT when a text is over PDF_TEXT_MAX bytes or
  * PDF_LINES_MAX lines, or the pages over PDF_PAGES_MAX; CP_ERR_INVALID for
- * a text that is not UTF-8 or a share URL over SHARE_URL_MAX. Safe to call
+ * a text that is not UTF-8, a share URL over SHARE_URL_MAX, or a key image
+ * without pixels, with 0 or over PDF_IMAGE_SIDE_MAX pixels a side, or
+ * channels other than 1 and 3. Safe to call
  * from several threads at once.
  */
 cp_status pdf_render(const pdf_report *r, cp_buf *out, cp_error *err);

@@ -876,19 +876,63 @@ static const audit_what refused_what = { AUDIT_USER_AUTHENTICATION, AUDIT_EXECUT
 static const audit_what blocked_what = { AUDIT_USER_AUTHENTICATION, AUDIT_EXECUTE,
                                          AUDIT_MINOR_FAILURE, "share_link_blocked" };
 
+/* The answer to the valid link r, throttled (film_share_verify). */
+static cp_status verify_row(film_share_store *s, const link_row *rp, const char *answer,
+                            const char *peer, film_share_result *res, cp_error *err);
+
 cp_status film_share_verify(film_share_store *s, const char *token, const char *answer,
                             const char *peer, film_share_result *res, cp_error *err)
 {
-    throttle_keys keys;
     link_row r;
-    char detail[96];
-    bool go_on = false;
     cp_status st;
 
     memset(res, 0, sizeof *res);
     st = load_token(s, token, &r, err);
     if (st != CP_OK)
         return st;
+    return verify_row(s, &r, answer, peer, res, err);
+}
+
+cp_status film_share_verify_id(film_share_store *s, int64_t link_id, const char *answer,
+                               const char *peer, film_share_result *res, cp_error *err)
+{
+    throttle_keys keys;
+    link_row r;
+    bool go_on = false;
+    cp_status st = CP_ERR_NOT_FOUND;
+
+    memset(res, 0, sizeof *res);
+    if (link_id > 0) {
+        st = load_id(s, link_id, &r, err);
+        if (st == CP_OK && !row_valid(s, &r))
+            st = NOT_FOUND(err);
+    }
+    if (st == CP_OK)
+        return verify_row(s, &r, answer, peer, res, err);
+    if (st != CP_ERR_NOT_FOUND)
+        return st;
+    /* No such link: counted as a wrong answer of the peer's, under the link key 0. */
+    st = make_keys(s, 0, peer, &keys);
+    if (st != CP_OK)
+        return FAIL(err, st, "share: throttle keys");
+    st = throttle_check(s, &keys, res, &go_on, err);
+    if (st != CP_OK || !go_on)
+        return st;
+    st = throttle_fail(s, &keys, &res->failures, err);
+    if (st == CP_OK)
+        res->verdict = FILM_SHARE_WRONG;
+    return st;
+}
+
+static cp_status verify_row(film_share_store *s, const link_row *rp, const char *answer,
+                            const char *peer, film_share_result *res, cp_error *err)
+{
+    throttle_keys keys;
+    link_row r = *rp;
+    char detail[96];
+    bool go_on = false;
+    cp_status st;
+
     st = make_keys(s, r.link.id, peer, &keys);
     if (st != CP_OK)
         return FAIL(err, st, "share: throttle keys");
@@ -1102,4 +1146,41 @@ cp_status film_share_list(film_share_store *s, const film_share_filter *f, film_
     sqlite3_finalize(stmt);
     pthread_mutex_unlock(&s->lock);
     return st == CP_ERR_STOPPED ? CP_OK : st;
+}
+
+/* --- de-identification keys ------------------------------------------------------ */
+
+/* keyed BLAKE2b of (label, link id) under the server's secret into out. */
+static void link_derive(const film_share_store *s, const char *label, int64_t id, uint8_t *out,
+                        size_t len)
+{
+    crypto_generichash_state h;
+    uint8_t le[8];
+
+    for (size_t i = 0; i < sizeof le; i++)
+        le[i] = (uint8_t)((uint64_t)id >> (8 * i));
+    crypto_generichash_init(&h, s->key, sizeof s->key, len);
+    crypto_generichash_update(&h, (const uint8_t *)label, strlen(label) + 1);
+    crypto_generichash_update(&h, le, sizeof le);
+    crypto_generichash_final(&h, out, len);
+    sodium_memzero(&h, sizeof h);
+}
+
+void film_share_link_key(const film_share_store *s, const film_share_link *link,
+                         uint8_t out[FILM_SHARE_LINK_KEY_BYTES])
+{
+    link_derive(s, "cloudpacs film deident key", link->id, out, FILM_SHARE_LINK_KEY_BYTES);
+}
+
+void film_share_link_pseudonym(const film_share_store *s, const film_share_link *link,
+                               char out[FILM_SHARE_PSEUDONYM_SIZE])
+{
+    uint8_t digest[16];
+    char hex[2 * sizeof digest + 1];
+
+    link_derive(s, "cloudpacs film pseudonym", link->id, digest, sizeof digest);
+    sodium_bin2hex(hex, sizeof hex, digest, sizeof digest);
+    for (size_t i = 0; i < 8; i++)
+        hex[i] = (char)(hex[i] >= 'a' ? hex[i] - 'a' + 'A' : hex[i]);
+    snprintf(out, FILM_SHARE_PSEUDONYM_SIZE, "ANON-%.8s", hex);
 }

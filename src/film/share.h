@@ -195,6 +195,17 @@ cp_status film_share_verify(film_share_store *s, const char *token, const char *
                             const char *peer, film_share_result *res, cp_error *err);
 
 /*
+ * Added for the kiosk (api_kiosk.c), which finds a link by the study's
+ * accession number instead of a token: film_share_verify for the link of
+ * that id, with the same throttle, audit and session. An unknown, expired
+ * or revoked id (or 0: no link was found) is a wrong answer counted against
+ * the peer alone (verdict FILM_SHARE_WRONG, no audit record: there is no
+ * link to name), so that guessing accession numbers is throttled too.
+ */
+cp_status film_share_verify_id(film_share_store *s, int64_t link_id, const char *answer,
+                               const char *peer, film_share_result *res, cp_error *err);
+
+/*
  * The link of a share session (every request of the patient's page).
  * CP_ERR_NOT_FOUND when the session is unknown or over, or its link is no
  * longer valid.
@@ -271,5 +282,26 @@ cp_status film_share_list(film_share_store *s, const film_share_filter *f, film_
  * does not fit in cap (SHARE_URL_MAX is enough).
  */
 cp_status film_share_url(const char *base_url, const char *token, char *out, size_t cap);
+
+/*
+ * Added for de-identification (film/deident.h): the key of a link's
+ * replacements (FILM_DEIDENT_KEY_BYTES = 32 bytes), a keyed BLAKE2b-256 of
+ * the link's id under the server's secret (key_path), so that a link's new
+ * UIDs stay the same across requests and restarts and differ from every
+ * other link's. Every user of a link's de-identified files (the instance
+ * route, the ZIP download) takes the key from here.
+ */
+#define FILM_SHARE_LINK_KEY_BYTES 32
+void film_share_link_key(const film_share_store *s, const film_share_link *link,
+                         uint8_t out[FILM_SHARE_LINK_KEY_BYTES]);
+
+/*
+ * Added for de-identification: the link's pseudonym, "ANON-" and 8 hex
+ * digits of another keyed hash of its id, which becomes the Patient's Name
+ * and Patient ID of its de-identified files.
+ */
+#define FILM_SHARE_PSEUDONYM_SIZE 16
+void film_share_link_pseudonym(const film_share_store *s, const film_share_link *link,
+                               char out[FILM_SHARE_PSEUDONYM_SIZE]);
 
 #endif

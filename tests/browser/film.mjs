@@ -3,7 +3,11 @@
 // playwright-core: the link is opened, a wrong birth date is refused, the
 // right one lets the patient in; the report shows its impression and a
 // valid signature; the images tab lists the series, the stack viewer
-// pages through it by scrolling; the language switches to English.
+// pages through it by scrolling, zooms with two fingers, pans with one,
+// resets on a double tap, pages by a swipe and carries a watermark; the
+// language switches to English; the patient makes a link for a doctor,
+// who opens it in another browser and answers, then the patient revokes
+// it and the doctor's page is refused.
 //
 // Run by tests/integration/test_film.py (`node --test film.mjs`), which
 // releases a report and sets:
@@ -113,6 +117,65 @@ test('the cloud film on a phone', { timeout: timeout * 12, skip: !url }, async (
       await page.keyboard.press('Escape');
     });
 
+    await t.test('the viewer: pinch, pan, double tap, swipe and the watermark', async () => {
+      await page.getByTestId('series').first().click();
+      const pos = page.getByTestId('viewer-pos');
+      await pos.waitFor();
+      const mark = page.getByTestId('viewer-watermark');
+      await mark.waitFor();
+      assert.match(await mark.textContent(), /本人查看 · \d{4}-\d{2}-\d{2} \d{2}:\d{2}/);
+      const stage = page.getByTestId('viewer-stage');
+      const box = await stage.boundingBox();
+      const cx = box.x + box.width / 2;
+      const cy = box.y + box.height / 2;
+      const cdp = await ctx.newCDPSession(page);
+      const touch = (type, points) => cdp.send('Input.dispatchTouchEvent', {
+        type, touchPoints: points.map(([x, y], id) => ({ x, y, id })),
+      });
+      const scale = async () => Number(await stage.getAttribute('data-scale'));
+      const before = await pos.textContent();
+
+      // Two fingers apart: zoomed, not paged.
+      await touch('touchStart', [[cx - 20, cy], [cx + 20, cy]]);
+      for (let d = 30; d <= 100; d += 10)
+        await touch('touchMove', [[cx - d, cy], [cx + d, cy]]);
+      await touch('touchEnd', []);
+      await page.waitForFunction(() => Number(document.querySelector(
+        '[data-testid=viewer-stage]').dataset.scale) > 2);
+      assert.equal(await pos.textContent(), before);
+
+      // One finger on a zoomed picture pans it, and does not page either.
+      const img = page.getByTestId('viewer-image');
+      const moveBefore = await img.evaluate((e) => e.style.transform);
+      await touch('touchStart', [[cx, cy]]);
+      for (let d = 10; d <= 60; d += 10)
+        await touch('touchMove', [[cx + d, cy + d]]);
+      await touch('touchEnd', []);
+      await page.waitForFunction((t) => document.querySelector(
+        '[data-testid=viewer-image]').style.transform !== t, moveBefore);
+      assert.equal(await pos.textContent(), before);
+      assert.ok(await scale() > 2);
+      await shot(page, 'film-3b-zoomed');
+
+      // A double tap resets the zoom.
+      await page.touchscreen.tap(cx, cy);
+      await page.touchscreen.tap(cx, cy);
+      await page.waitForFunction(() => document.querySelector(
+        '[data-testid=viewer-stage]').dataset.scale === '1.00');
+
+      // Unzoomed, a swipe up pages on.
+      await touch('touchStart', [[cx, cy + 40]]);
+      for (let d = 10; d <= 40; d += 10)
+        await touch('touchMove', [[cx, cy + 40 - d]]);
+      await touch('touchEnd', []);
+      await page.waitForFunction((b) => document.querySelector(
+        '[data-testid=viewer-pos]').textContent !== b, before);
+      assert.ok(Number((await pos.textContent()).split('/')[0]) >
+        Number(before.split('/')[0]), 'a swipe up pages on');
+      await cdp.detach();
+      await page.keyboard.press('Escape');
+    });
+
     await t.test('English on request', async () => {
       await page.getByTestId('lang-en').click();
       await page.getByTestId('tab-report').click();
@@ -123,6 +186,61 @@ test('the cloud film on a phone', { timeout: timeout * 12, skip: !url }, async (
       }));
       assert.ok(scroll <= inner + 1, `the page is ${scroll}px wide on a ${inner}px screen`);
       await shot(page, 'film-4-english');
+    });
+
+    await t.test('a link for a doctor: made, opened elsewhere, revoked, refused', async () => {
+      await page.getByTestId('tab-share').click();
+      const made = page.waitForResponse((r) => r.url().endsWith('/share') &&
+        r.request().method() === 'POST');
+      await page.getByTestId('share-make').click();
+      const resp = await made;
+      assert.equal(resp.status(), 201);
+      const child = await resp.json();
+      await page.getByTestId('share-url').waitFor();
+      assert.equal(await page.locator('[data-testid=share-url] input').inputValue(), child.url);
+      const item = page.locator(`[data-testid=share-item][data-id="${child.id}"]`);
+      await item.waitFor();
+
+      // The doctor, in a browser of their own.
+      const other = await browser.newContext({
+        viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true,
+      });
+      try {
+        const doc = await other.newPage();
+        doc.setDefaultTimeout(timeout);
+        await doc.goto(child.url);
+        await doc.getByTestId('verify').waitFor();
+        let status = 0;
+        for (let i = 0; i < 4 && status !== 200; i++) {
+          status = await answer(doc, env.BIRTH_DATE);
+          if (status === 429)
+            await doc.waitForTimeout(3000);
+        }
+        assert.equal(status, 200);
+        await doc.getByTestId('impression').waitFor();
+        await doc.getByTestId('tab-images').click();
+        await doc.getByTestId('series').first().click();
+        const mark = doc.getByTestId('viewer-watermark');
+        await mark.waitFor();
+        assert.match(await mark.textContent(), new RegExp(`#${child.id}`));
+        await doc.keyboard.press('Escape');
+
+        // The patient revokes it; the doctor's next request is refused.
+        const revoked = page.waitForResponse((r) => r.url().endsWith(`/share/${child.id}/revoke`));
+        await item.getByTestId('share-revoke').click();
+        assert.equal((await revoked).status(), 200);
+        await page.waitForFunction((id) => {
+          const li = document.querySelector(`[data-testid=share-item][data-id="${id}"]`);
+          return li && !li.querySelector('[data-testid=share-revoke]');
+        }, child.id);
+        assert.match(await item.getByTestId('share-state').textContent(), /revoked/);
+        await shot(page, 'film-5-revoked');
+        await doc.reload();
+        await doc.getByTestId('gone').waitFor();
+        await shot(doc, 'film-6-refused');
+      } finally {
+        await other.close();
+      }
     });
   } finally {
     await browser.close();

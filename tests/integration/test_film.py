@@ -34,6 +34,10 @@ study_quiet_seconds = 1
 [film]
 delay_ms = 500
 link_days = 30
+factor = birth_date
+
+[film.PHONECLINIC]
+factor = phone_last4
 """
 
 BIRTH = "19800214"
@@ -44,11 +48,13 @@ pytestmark = pytest.mark.skipif(
     reason="poppler-utils and zbar-tools are needed")
 
 
-def make_study(patient_id, count=3):
-    """count CT_small instances of one new study and series, as Part 10 bytes."""
-    study, series = generate_uid(), generate_uid()
+def make_study(patient_id, count=3, series_count=1):
+    """count CT_small instances of one new study in each of series_count series, as Part 10."""
+    study = generate_uid()
     out = []
-    for i in range(count):
+    for i in range(count * series_count):
+        if i % count == 0:
+            series = generate_uid()
         ds = pydicom.dcmread(str(CT_SMALL))
         ds.Modality = "CR"
         ds.PatientID = patient_id
@@ -57,8 +63,9 @@ def make_study(patient_id, count=3):
         ds.BodyPartExamined = "CHEST"
         ds.StudyInstanceUID = study
         ds.SeriesInstanceUID = series
+        ds.SeriesNumber = i // count + 1
         ds.SOPInstanceUID = generate_uid()
-        ds.InstanceNumber = i + 1
+        ds.InstanceNumber = i % count + 1
         ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
         buf = io.BytesIO()
         ds.save_as(buf, write_like_original=True)
@@ -160,18 +167,26 @@ def ok(w, who, method, path, body=None):
     return parsed
 
 
-def release_study(w, patient_id):
+def release_study(w, patient_id, clinic_token=None, phone=None, series_count=1):
     """Stores a study, orders it read, reports and approves it; (order id, study)."""
-    files, study = make_study(patient_id)
+    files, study = make_study(patient_id, series_count=series_count)
     for data in files:
         body, boundary = multipart_body([(b"application/dicom", data)])
         headers = {"Content-Type": 'multipart/related; type="application/dicom"; boundary='
-                   + boundary.decode(), "Authorization": "Bearer " + w.clinic_token}
+                   + boundary.decode(),
+                   "Authorization": "Bearer " + (clinic_token or w.clinic_token)}
         status, _, raw = request(w.base + "/dicom-web/studies", data=body, headers=headers,
                                  method="POST")
         assert status == 200, raw[:300]
-    oid = ok(w, "tech", "POST", "/api/orders",
-             {"study_uid": study, "body_part": "CHEST", "priority": "routine"})["id"]
+    order = {"study_uid": study, "body_part": "CHEST", "priority": "routine"}
+    if phone is not None:
+        order["patient_phone"] = phone
+    if clinic_token:
+        status, made, _ = api_call(w.base, "POST", "/api/orders", order, token=clinic_token)
+        assert status == 201, made
+        oid = made["id"]
+    else:
+        oid = ok(w, "tech", "POST", "/api/orders", order)["id"]
     assert ok(w, "rad1", "POST", "/api/orders/%d/grab" % oid)["state"] == "claimed"
     ok(w, "rad1", "PUT", "/api/orders/%d/report/draft" % oid,
        {"findings": "Patchy opacity in the right lower lobe.", "impression": IMPRESSION})
@@ -210,6 +225,9 @@ def test_film_flow(world, tmp_path):
                           capture_output=True).stdout.decode()
     assert "WANG FANG" in text, text
     assert IMPRESSION in text, text
+    # One series: its middle image is the key image, below the impression.
+    assert "Key images" in text and "Series 1 Image 2" in text, text
+    assert pdf.count(b"/Subtype /Image") == 1
     url = qr_url(tmp_path, pdf)
     m = re.fullmatch(re.escape(w.base) + r"/film/(cf_[A-Za-z0-9_-]{43})", url)
     assert m, url
@@ -350,6 +368,200 @@ def test_film_flow(world, tmp_path):
     new_token = new_url.rsplit("/", 1)[1]
     assert new_token != token
     assert film_json(w.base, "GET", "/film/api/%s" % new_token)[0] == 200
+
+
+def audit_of(w, actor, type_):
+    """The audit records of one type with one actor, newest first (the writer commits late)."""
+    found = []
+    for _ in range(20):
+        status, body, _ = api_call(w.base, "GET", "/api/audit?actor=%s&limit=500" % actor)
+        assert status == 200, body
+        found = [r for r in body["records"] if r["type"] == type_]
+        if found:
+            time.sleep(1.0)     # and whatever else was still queued
+            status, body, _ = api_call(w.base, "GET", "/api/audit?actor=%s&limit=500" % actor)
+            return [r for r in body["records"] if r["type"] == type_]
+        time.sleep(0.3)
+    return found
+
+
+def test_film_child_revoke_and_picture_audit(world):
+    """The patient lists and revokes the links they made; pictures are audited once a series."""
+    w = world
+    oid, study, files = release_study(w, "PAT-FILM-3", series_count=2)
+    req = urllib.request.Request(w.base + "/api/orders/%d/film" % oid,
+                                 headers={"Authorization": "Bearer " + w.tokens["tech"]})
+    with urllib.request.urlopen(req, timeout=60) as r:
+        pdf = r.read()
+    tmp = w.tmp / "revoke"
+    tmp.mkdir()
+    # The key images: the middle one of each series.
+    assert pdf.count(b"/Subtype /Image") == 2
+    token = qr_url(tmp, pdf).rsplit("/", 1)[1]
+    status, shown, cookie, _ = verify(w.base, token, BIRTH)
+    assert status == 200, shown
+    link_id = shown["id"]
+
+    # Pictures: one record per (session, series), however many are looked at.
+    status, series, _ = film_json(w.base, "GET", "/film/api/%s/series" % token, cookie=cookie)
+    assert len(series["series"]) == 2, series
+    one = series["series"][0]
+    for sop in one["instances"] * 3:
+        status, _, _ = film(w.base, "GET", "/film/api/%s/instances/%s/rendered" % (token, sop),
+                            cookie=cookie)
+        assert status == 200
+    assert film(w.base, "GET", one["thumbnail"], cookie=cookie)[0] == 200
+    reads = audit_of(w, "share:%d" % link_id, "share_images_read")
+    assert len(reads) == 1, reads
+    uids = [pydicom.dcmread(io.BytesIO(f)).SeriesInstanceUID for f in files]
+    assert reads[0]["detail"]["series_uid"] == one["series_uid"] in uids
+    # Another series: another record, once again however many pictures.
+    two = series["series"][1]
+    for sop in two["instances"] * 2:
+        assert film(w.base, "GET", "/film/api/%s/instances/%s/rendered" % (token, sop),
+                    cookie=cookie)[0] == 200
+    time.sleep(1.0)
+    reads = audit_of(w, "share:%d" % link_id, "share_images_read")
+    assert sorted(r["detail"]["series_uid"] for r in reads) == \
+        sorted([one["series_uid"], two["series_uid"]]), reads
+
+    # No links made yet; two made; one revoked by the patient.
+    status, shares, _ = film_json(w.base, "GET", "/film/api/%s/shares" % token, cookie=cookie)
+    assert status == 200 and shares["shares"] == [], shares
+    kids = []
+    for days in (3, 7):
+        status, child, _ = film_json(w.base, "POST", "/film/api/%s/share" % token,
+                                     {"days": days}, cookie=cookie)
+        assert status == 201, child
+        kids.append((child["id"], child["url"].rsplit("/", 1)[1]))
+    status, shares, _ = film_json(w.base, "GET", "/film/api/%s/shares" % token, cookie=cookie)
+    assert [s["id"] for s in shares["shares"]] == [kids[1][0], kids[0][0]], shares
+    first = shares["shares"][1]
+    assert first["revoked"] is False and first["views"] == 0 and first["deidentify"] is False
+    assert first["created"] and first["expires"] and first["revoked_at"] is None
+
+    # The doctor given the first child looks at another series' pictures: its own record.
+    status, _, kid_cookie, _ = verify(w.base, kids[0][1], BIRTH)
+    assert status == 200
+    sop = one["instances"][0]
+    assert film(w.base, "GET", "/film/api/%s/instances/%s/rendered" % (kids[0][1], sop),
+                cookie=kid_cookie)[0] == 200
+    assert len(audit_of(w, "share:%d" % kids[0][0], "share_images_read")) == 1
+
+    # Unknown ids, the link's own id and a child of another link: one and the same 404.
+    answers = []
+    for bad in (999999, link_id, "abc"):
+        status, body, _ = film(w.base, "POST", "/film/api/%s/share/%s/revoke" % (token, bad),
+                               {}, cookie=cookie)
+        answers.append((status, body))
+    status, body, _ = film(w.base, "POST", "/film/api/%s/share/%d/revoke"
+                           % (kids[0][1], kids[1][0]), {}, cookie=kid_cookie)
+    answers.append((status, body))
+    assert {a for a in answers} == {answers[0]} and answers[0][0] == 404, answers
+    # Without the session: the gate's 404.
+    assert film(w.base, "POST", "/film/api/%s/share/%d/revoke" % (token, kids[0][0]),
+                {})[0] == 404
+
+    status, done, _ = film_json(w.base, "POST", "/film/api/%s/share/%d/revoke"
+                                % (token, kids[0][0]), {}, cookie=cookie)
+    assert status == 200 and done == {"id": kids[0][0], "revoked": True}, done
+    assert film(w.base, "GET", "/film/api/%s/report" % kids[0][1], cookie=kid_cookie)[0] == 404
+    assert film_json(w.base, "GET", "/film/api/%s" % kids[0][1])[0] == 404
+    assert film_json(w.base, "GET", "/film/api/%s" % kids[1][1])[0] == 200
+    status, shares, _ = film_json(w.base, "GET", "/film/api/%s/shares" % token, cookie=cookie)
+    assert [s["revoked"] for s in shares["shares"]] == [False, True], shares
+    assert shares["shares"][1]["revoked_at"] and shares["shares"][1]["views"] == 0
+    # Twice is fine; the parent's session goes on.
+    assert film(w.base, "POST", "/film/api/%s/share/%d/revoke" % (token, kids[0][0]), {},
+                cookie=cookie)[0] == 200
+    assert film(w.base, "GET", "/film/api/%s/report" % token, cookie=cookie)[0] == 200
+    revs = audit_of(w, "share:%d" % link_id, "share_child_revoked")
+    assert revs and all(r["detail"]["child_id"] == kids[0][0] for r in revs), revs
+
+
+PHONE = "+86 138-0013-9427"
+
+
+def test_film_phone_factor(world, tmp_path):
+    """An institution configured for phone_last4: the link asks for the phone's last digits."""
+    w = world
+    clinic = api_ok(w.base, "POST", "/api/institutions",
+                    {"parent_id": 0, "kind": "clinic", "code": "PHONECLINIC",
+                     "name": "Phone Clinic"})["id"]
+    for name in ("rad1", "reviewer"):
+        api_ok(w.base, "POST", "/api/contracts",
+               {"user_id": w.ids[name], "requesting_id": clinic, "reading_id": w.centre,
+                "start_date": "", "end_date": "", "modalities": ["CR"], "body_parts": []})
+    gateway = api_ok(w.base, "POST", "/api/tokens",
+                     {"name": "phone-gateway", "institution_id": clinic,
+                      "roles": ["technician"]})["token"]
+
+    # A number without four digits, or with letters, is refused.
+    files, study = make_study("PAT-FILM-PHONE-0")
+    for bad in ("12-3", "call me"):
+        status, body, _ = api_call(w.base, "POST", "/api/orders",
+                                   {"study_uid": study, "patient_phone": bad}, token=gateway)
+        assert status == 400, body
+
+    oid, _, _ = release_study(w, "PAT-FILM-PHONE-1", clinic_token=gateway, phone=PHONE)
+    status, order, _ = api_call(w.base, "GET", "/api/orders/%d" % oid, token=gateway)
+    assert status == 200 and "9427" not in json.dumps(order), order
+    req = urllib.request.Request(w.base + "/api/orders/%d/film" % oid,
+                                 headers={"Authorization": "Bearer " + gateway})
+    with urllib.request.urlopen(req, timeout=60) as r:
+        pdf = r.read()
+    (tmp_path / "p.pdf").write_bytes(pdf)
+    text = subprocess.run(["pdftotext", str(tmp_path / "p.pdf"), "-"], check=True,
+                          capture_output=True).stdout.decode()
+    assert "手机号码后四位" in text, text
+    token = qr_url(tmp_path, pdf).rsplit("/", 1)[1]
+    status, opened, _ = film_json(w.base, "GET", "/film/api/%s" % token)
+    assert status == 200 and opened["factor"] == "phone_last4", opened
+    status, body, cookie, _ = verify(w.base, token, "1234")
+    assert status == 403 and cookie is None, body
+    status, body, cookie, _ = verify(w.base, token, BIRTH)
+    assert status in (403, 429) and cookie is None, body
+    for _ in range(4):
+        status, shown, cookie, headers = verify(w.base, token, "9427")
+        if status != 429:
+            break
+        time.sleep(int(headers["Retry-After"]) + 0.2)
+    assert status == 200 and cookie, shown
+    assert shown["factor"] == "phone_last4"
+
+    # Without a phone, the same institution's link falls back to the birth date.
+    oid, _, _ = release_study(w, "PAT-FILM-PHONE-2", clinic_token=gateway)
+    with urllib.request.urlopen(urllib.request.Request(
+            w.base + "/api/orders/%d/film" % oid,
+            headers={"Authorization": "Bearer " + gateway}), timeout=60) as r:
+        pdf = r.read()
+    again = tmp_path / "again"
+    again.mkdir()
+    token = qr_url(again, pdf).rsplit("/", 1)[1]
+    assert film_json(w.base, "GET", "/film/api/%s" % token)[1]["factor"] == "birth_date"
+
+    # The number is in no log line or audit record, not even its last digits with it.
+    time.sleep(1.0)
+    status, audit, _ = api_call(w.base, "GET", "/api/audit?limit=500")
+    assert status == 200
+    for text in (json.dumps(audit), w.srv.log_text()):
+        for secret in (PHONE, "13800139427", "138-0013-9427", "0013-9427"):
+            assert secret not in text
+
+
+def test_film_factor_config_refused(cloudpacs_bin, tmp_path):
+    """serve does not start with a second factor it does not know, for one institution too."""
+    for text in ("[film]\nfactor = sms\n", "[film]\nfactor = birth_date\n\n"
+                 "[film.SOMECLINIC]\nfactor = email\n"):
+        config = tmp_path / "bad.ini"
+        config.write_text(text)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CLOUDPACS_")}
+        env.update({"CLOUDPACS_CONFIG": str(config), "CLOUDPACS_DATA_DIR": str(tmp_path / "d"),
+                    "CLOUDPACS_HTTP_PORT": "0", "CLOUDPACS_DICOM_PORT": "0"})
+        proc = subprocess.run([str(cloudpacs_bin), "serve", "--services", "web"], env=env,
+                              stdin=subprocess.DEVNULL, capture_output=True, timeout=120)
+        assert proc.returncode == 4, proc.stderr[-2000:]
+        assert b"factor: birth_date or phone_last4" in proc.stderr, proc.stderr[-2000:]
 
 
 BROWSER_DIR = REPO_ROOT / "tests" / "browser"

@@ -305,7 +305,10 @@ static void test_users_and_separation(void **state)
                                               NULL), CP_ERR_FORBIDDEN);
     assert_int_equal(directory_user_set_roles(fx->d, rad, ROLE_RADIOLOGIST | ROLE_AUDIT_ADMIN,
                                               NULL), CP_ERR_FORBIDDEN);
-    assert_int_equal(directory_user_set_roles(fx->d, rad, 0x80, NULL), CP_ERR_INVALID);
+    assert_int_equal(directory_user_set_roles(fx->d, rad, 0x100, NULL), CP_ERR_INVALID);
+    /* A kiosk is only a kiosk. */
+    assert_int_equal(directory_user_set_roles(fx->d, rad, ROLE_KIOSK | ROLE_TECHNICIAN, NULL),
+                     CP_ERR_FORBIDDEN);
     assert_int_equal(directory_user_set_roles(fx->d, 999, ROLE_TECHNICIAN, NULL),
                      CP_ERR_NOT_FOUND);
     assert_int_equal(directory_user_set_roles(fx->d, sys, ROLE_SECURITY_ADMIN, NULL), CP_OK);

@@ -3,7 +3,9 @@
  * name and impression that pdftotext reads back, a QR code that zbarimg
  * decodes to the share URL (from the rendered page and alone as a PNG),
  * long reports over several pages, the limits, the signature fingerprint,
- * and the DICOM Encapsulated PDF instance (PS3.3 A.45.1) read back with
+ * the key images below the impression (counted by pdfimages, or as image
+ * objects in the file), and the DICOM Encapsulated PDF instance (PS3.3
+ * A.45.1) read back with
  * the dataset reader, checked by dciodvfy when it is installed, and stored
  * through the archive.
  */
@@ -124,6 +126,18 @@ static pdf_report sample(void)
     r.share_url = URL;
     r.qr_note = "验证: 出生日期 / Verify with: birth date";
     return r;
+}
+
+/* Image XObjects in a PDF cairo wrote (their dictionaries are not compressed). */
+static size_t image_objects(const cp_buf *pdf)
+{
+    static const char needle[] = "/Subtype /Image";
+    size_t count = 0;
+
+    for (size_t i = 0; i + sizeof needle - 1 <= pdf->len; i++)
+        if (memcmp(pdf->data + i, needle, sizeof needle - 1) == 0)
+            count++;
+    return count;
 }
 
 /* --- the page ------------------------------------------------------------------------ */
@@ -551,6 +565,79 @@ const char *__lsan_default_suppressions(void)
     return "leak:libcairo.so.2\n";
 }
 
+/*
+ * Key images: up to PDF_IMAGES_MAX in a row below the impression, grey
+ * and RGB, captions printed; more are left out; none without images;
+ * images without pixels refused.
+ */
+static void test_key_images(void **state)
+{
+    fixture *f = *state;
+    enum { W = 64, H = 48 };
+    static uint8_t grey[W * H], rgb[W * H * 3];
+    pdf_image im[5];
+    pdf_report r = sample();
+    cp_buf pdf = CP_BUF_INIT, text = CP_BUF_INIT;
+    char path[128], cmd[384];
+    size_t listed = 0;
+
+    for (size_t i = 0; i < sizeof grey; i++)
+        grey[i] = (uint8_t)(i % W * 4);
+    for (size_t i = 0; i < sizeof rgb; i++)
+        rgb[i] = (uint8_t)(i * 7);
+    for (size_t i = 0; i < 5; i++) {
+        im[i] = (pdf_image){ W, H, i % 2 ? 3 : 1, i % 2 ? rgb : grey, NULL };
+    }
+    im[0].caption = "序列 1 图像 12 / Series 1 Image 12";
+    im[1].caption = "序列 2 图像 7 / Series 2 Image 7";
+
+    assert_int_equal(pdf_render(&r, &pdf, NULL), CP_OK);
+    assert_int_equal(image_objects(&pdf), 0);
+    cp_buf_free(&pdf);
+
+    r.images = im;
+    r.image_count = 2;
+    assert_int_equal(pdf_render(&r, &pdf, NULL), CP_OK);
+    assert_int_equal(image_objects(&pdf), 2);
+    snprintf(path, sizeof path, "%s/keys.pdf", f->root);
+    write_file(path, pdf.data, pdf.len);
+    cp_buf_free(&pdf);
+    if (have_tool("pdfimages")) {
+        /* Two header lines, then one line an image. */
+        snprintf(cmd, sizeof cmd, "pdfimages -list '%s' | tail -n +3 | wc -l", path);
+        assert_int_equal(run(cmd, &text), 0);
+        listed = (size_t)strtoul((char *)text.data, NULL, 10);
+        assert_int_equal(listed, 2);
+        cp_buf_free(&text);
+    }
+    if (have_tool("pdftotext")) {
+        snprintf(cmd, sizeof cmd, "pdftotext -enc UTF-8 '%s' -", path);
+        assert_int_equal(run(cmd, &text), 0);
+        assert_non_null(strstr((char *)text.data, "Key images"));
+        assert_non_null(strstr((char *)text.data, "Series 2 Image 7"));
+        /* The row is below the impression. */
+        assert_true(strstr((char *)text.data, "Key images") >
+                    strstr((char *)text.data, IMPRESSION));
+        cp_buf_free(&text);
+    }
+
+    r.image_count = 5;
+    assert_int_equal(pdf_render(&r, &pdf, NULL), CP_OK);
+    assert_int_equal(image_objects(&pdf), PDF_IMAGES_MAX);
+    cp_buf_free(&pdf);
+
+    im[1].data = NULL;
+    assert_int_equal(pdf_render(&r, &pdf, NULL), CP_ERR_INVALID);
+    assert_int_equal(pdf.len, 0);
+    im[1].data = rgb;
+    im[2].channels = 2;
+    assert_int_equal(pdf_render(&r, &pdf, NULL), CP_ERR_INVALID);
+    im[2].channels = 1;
+    im[3].width = PDF_IMAGE_SIDE_MAX + 1;
+    assert_int_equal(pdf_render(&r, &pdf, NULL), CP_ERR_INVALID);
+    cp_buf_free(&pdf);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -558,6 +645,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_qr_from_page, setup, teardown),
         cmocka_unit_test_setup_teardown(test_qr_png, setup, teardown),
         cmocka_unit_test_setup_teardown(test_long_report_pages, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_key_images, setup, teardown),
         cmocka_unit_test(test_limits),
         cmocka_unit_test(test_fingerprint),
         cmocka_unit_test(test_threads),

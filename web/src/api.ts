@@ -171,14 +171,19 @@ export interface Order {
   weight: number;
   requesting_id: number;
   requesting_name?: string;
+  // Display names the API adds beside the ids (null while there is none).
+  requesting_institution_name?: string | null;
+  reading_institution_name?: string | null;
+  // When an offer's answer window ends (offered orders only).
+  offer_expires?: string | null;
   // The ids below are null until there is one.
   requested_by?: number | null;
   wanted_doctor_id?: number | null;
   reading_id?: number | null;
   doctor_id: number | null;
-  doctor_name?: string;
+  doctor_name?: string | null;
   reviewer_id: number | null;
-  reviewer_name?: string;
+  reviewer_name?: string | null;
   created: string | null;
   pooled?: string | null;
   deadline: string | null;
@@ -190,6 +195,13 @@ export interface Order {
   returns: number;
   rejections: number;
   history?: OrderEvent[];
+}
+
+// One doctor on the fallback roster (GET /api/duty).
+export interface DutyEntry {
+  doctor_id: number;
+  doctor_name: string | null;
+  until: string;
 }
 
 export type ReportStatus = 'draft' | 'submitted' | 'rejected' | 'approved' | 'released';
@@ -208,9 +220,9 @@ export interface ReportVersion {
   version: number;
   status: ReportStatus;
   author_id: number;
-  author_name?: string;
+  author_name?: string | null;
   reviewer_id: number | null;
-  reviewer_name?: string;
+  reviewer_name?: string | null;
   written: string | null;
   reviewed: string | null;
   released: string | null;
@@ -518,6 +530,8 @@ export const api = {
     request<Order>('POST', `/api/orders/${id}/cancel`, { body: { reason } }),
   setDuty: (doctorId: number, until: string | null) =>
     request<unknown>('PUT', `/api/duty/${doctorId}`, { body: { until } }),
+  // The on-duty roster now (GET /api/duty).
+  duty: () => request<{ duty: DutyEntry[] }>('GET', '/api/duty').then((r) => r.duty),
 
   // Reports.
   draft: (id: number) => request<ReportDraft>('GET', `/api/orders/${id}/report/draft`),
@@ -552,6 +566,58 @@ export const api = {
       { query: { ...query, includefield: '00081030' }, accept: 'application/dicom+json' });
     return (data ?? []).map(studyHit);
   },
+};
+
+// GET /api/intake (docs/api.md, "Intake and export").
+export interface IntakeSource {
+  name: string;
+  url?: string;
+  kind?: string;
+  after?: string;
+  state: string;
+  retry_in_seconds?: number;
+  last_error: string | null;
+  last_error_time?: string | null;
+  last_success: string | null;
+  seen: number;
+  stored: number;
+  duplicates: number;
+  failed: number;
+  skipped: number;
+}
+
+export interface IntakeJob {
+  study: string;
+  order: number | null;
+  state: string;
+  attempts: number;
+  last_error: string | null;
+  last_error_time: string | null;
+  next_try: string | null;
+}
+
+export interface IntakeExport {
+  name: string;
+  target?: string;
+  on?: string;
+  what?: string;
+  state?: string;
+  last_error?: string | null;
+  files_written?: number;
+  pdfs_written?: number;
+  pending: number;
+  done: number;
+  retrying: number;
+  jobs: IntakeJob[];
+}
+
+export interface IntakeStatus {
+  sources: IntakeSource[];
+  exports: IntakeExport[];
+}
+
+export const intakeApi = {
+  status: () => request<IntakeStatus>('GET', '/api/intake'),
 };
 
 // The message of any error, for a form's error line.

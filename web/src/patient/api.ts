@@ -16,6 +16,7 @@ export interface FilmLink {
   deidentify: boolean;
   factor: string;
   can_share: boolean;
+  shared: boolean;
   study: FilmStudy | null;
 }
 
@@ -56,6 +57,17 @@ export interface FilmChild {
   url: string;
   expires: string;
   deidentify: boolean;
+}
+
+// A link the patient made (GET /shares).
+export interface FilmShare {
+  id: number;
+  created: string;
+  expires: string;
+  deidentify: boolean;
+  revoked: boolean;
+  revoked_at: string | null;
+  views: number;
 }
 
 export interface Answer<T> {
