@@ -867,6 +867,14 @@ static int report(level *lv, sim_doctor *doc, size_t idx)
     return 0;
 }
 
+/* Whether a doctor reads a before b: "My orders" sorts by priority, then deadline. */
+static bool read_first(const sim_order *a, const sim_order *b)
+{
+    if (a->prio != b->prio)
+        return a->prio == ORDER_URGENT;
+    return a->deadline_s < b->deadline_s;
+}
+
 static int work(level *lv, sim_doctor *doc)
 {
     cp_error err;
@@ -891,10 +899,11 @@ static int work(level *lv, sim_doctor *doc)
     if (doc->cur < 0) {
         long best = -1;
 
+        /* The next as the workbench lists them: urgent first, then by deadline. */
         for (size_t i = 0; i < doc->nheld; i++) {
             const sim_order *so = &lv->o[doc->held[i]];
 
-            if (so->opened && (best < 0 || so->deadline_s < lv->o[best].deadline_s))
+            if (so->opened && (best < 0 || read_first(so, &lv->o[best])))
                 best = (long)doc->held[i];
         }
         if (best >= 0) {

@@ -265,23 +265,6 @@ static const char page_script[] =
     "table.insert(out, redis.call('GET', P..'load:'..ARGV[4]) or '0')\n"
     "return out\n";
 
-/*
- * The work a doctor holds that comes before a deadline, in half units:
- * ARGV P, doctor, deadline. Claims due no later count whole (the doctor
- * reads earliest deadline first); the smallest later one counts half, for
- * a read that may be under way.
- */
-static const char ahead_script[] =
-    "local P = ARGV[1]\n"
-    "local ahead, later = 0, 0\n"
-    "for _, id in ipairs(redis.call('SMEMBERS', P..'claims:'..ARGV[2])) do\n"
-    "  local f = redis.call('HMGET', P..'ord:'..id, 'dl', 'w')\n"
-    "  local w = tonumber(f[2] or '0') or 0\n"
-    "  if (tonumber(f[1] or '0') or 0) <= tonumber(ARGV[3]) then ahead = ahead + w\n"
-    "  elseif later == 0 or w < later then later = w end\n"
-    "end\n"
-    "return 2 * ahead + later\n";
-
 /* Takes or renews the timer lease: KEYS[1] leader, ARGV instance ms. */
 static const char lease_script[] =
     "local cur = redis.call('GET', KEYS[1])\n"
@@ -1288,7 +1271,8 @@ static int64_t affinity_holder(dispatch *d, const order *o)
     return (int64_t)doc;
 }
 
-static int64_t latest_start(const dispatch *d, const order *o, long long ahead);
+static int64_t read_us(const dispatch *d, long long units);
+static int64_t latest_start(const dispatch *d, const order *o, int64_t ahead_us);
 
 /*
  * Whether the doctor holding the patient's other orders can still read o
@@ -1304,7 +1288,7 @@ static bool holder_in_time(dispatch *d, int64_t holder, const order *o)
     if (key_of(d, key, sizeof key, suffix) != CP_OK ||
         redis_int(d, &units, NULL, "GET", key, NULL) != CP_OK)
         return true;
-    return units == 0 || now_us(d) <= latest_start(d, o, 2 * units);
+    return units == 0 || now_us(d) <= latest_start(d, o, read_us(d, units));
 }
 
 cp_status dispatch_submit(dispatch *d, order *o, cp_error *err)
@@ -1891,6 +1875,22 @@ cp_status dispatch_cancel(dispatch *d, const principal *requester, int64_t order
     return st;
 }
 
+/*
+ * When the doctor's last report went in (disp:done:<doctor>, a day): their
+ * next read began then at the earliest (work_before). Only a hint, not
+ * rebuilt after a Redis loss, so a failure is ignored.
+ */
+static void note_done(dispatch *d, int64_t doctor, int64_t now)
+{
+    char suffix[48], key[KV_KEY_MAX];
+    numbuf nb = { .used = 0 };
+
+    snprintf(suffix, sizeof suffix, "done:%lld", (long long)doctor);
+    if (key_of(d, key, sizeof key, suffix) == CP_OK)
+        (void)kv_commandv(d->kv, NULL, NULL, "SET", key, num(&nb, now), "EX", "86400",
+                          (char *)NULL);
+}
+
 cp_status dispatch_after_report(dispatch *d, const order *o, cp_error *err)
 {
     timer_spec t[2] = { { "rep", 0 }, { "alert", 0 } };
@@ -1915,6 +1915,8 @@ cp_status dispatch_after_report(dispatch *d, const order *o, cp_error *err)
         mark_stale(d);
         return st;
     }
+    if (o->state == ORDER_REPORTED && o->doctor_id != 0)
+        note_done(d, o->doctor_id, now);
     emit(d, DISPATCH_EVENT_STATUS, o, order_state_name(o->state), o->doctor_id);
     return CP_OK;
 }
@@ -1939,7 +1941,7 @@ typedef struct candidate {
     int64_t reading_id;
     long long units;
     long long claims;
-    long long ahead;                    /* half units read before the order (PICK_ONLINE) */
+    int64_t ahead_us;                   /* work before the order, estimated (PICK_ONLINE) */
 } candidate;
 
 static bool candidate_better(const candidate *a, const candidate *b)
@@ -1963,6 +1965,80 @@ static cp_status is_online(dispatch *d, const char *online, const char *member, 
         return st;
     *on = s->type == KV_REPLY_STRING && strtod(s->str, NULL) > (double)now_us(d);
     kv_reply_free(s);
+    return CP_OK;
+}
+
+/* The least a read under way is taken still to need: it may run over. */
+#define READ_LEFT_MIN_S 60
+
+/* The expected time of reading units weight units, in µs. */
+static int64_t read_us(const dispatch *d, long long units)
+{
+    return (int64_t)units * (int64_t)d->rules.unit_read_s * US_PER_S;
+}
+
+/* Whether the doctor reads held before o: by priority, then deadline (their list). */
+static bool read_before(const order *held, const order *o)
+{
+    if (held->priority != o->priority)
+        return held->priority > o->priority;
+    return held->deadline_us <= o->deadline_us;
+}
+
+/*
+ * The doctor's work before o, in µs, into *out: the rest of the read under
+ * way and the expected reads of the claims they take up before o. The read
+ * under way is the claim opened first (claims are opened as they arrive and
+ * read one at a time); it began when it was opened, or when the doctor's
+ * last report went in if that was later, and is taken to need at least
+ * READ_LEFT_MIN_S more.
+ */
+static cp_status work_before(dispatch *d, int64_t doctor, const order *o, int64_t *out,
+                             cp_error *err)
+{
+    char suffix[48], key[KV_KEY_MAX];
+    kv_reply *r = NULL;
+    long long done = 0;
+    int64_t now = now_us(d), queued = 0, cur_opened = 0;
+    order cur = { .id = 0 };
+    cp_status st;
+
+    snprintf(suffix, sizeof suffix, "claims:%lld", (long long)doctor);
+    if (key_of(d, key, sizeof key, suffix) != CP_OK)
+        return refuse(err, CP_ERR_LIMIT, "key too long");
+    st = kv_commandv(d->kv, &r, err, "SMEMBERS", key, (char *)NULL);
+    if (st != CP_OK)
+        return st;
+    snprintf(suffix, sizeof suffix, "done:%lld", (long long)doctor);
+    if (key_of(d, key, sizeof key, suffix) != CP_OK ||
+        redis_int(d, &done, NULL, "GET", key, NULL) != CP_OK)
+        done = 0;
+
+    for (size_t i = 0; r->type == KV_REPLY_ARRAY && i < r->count; i++) {
+        order h;
+        int64_t opened;
+
+        if (order_get(d->orders, strtoll(elem(r, i), NULL, 10), &h, NULL) != CP_OK ||
+            h.id == o->id || h.state != ORDER_CLAIMED)
+            continue;
+        opened = opened_at(d, &h);
+        if (opened != 0 && (cur_opened == 0 || opened < cur_opened)) {
+            if (cur_opened != 0 && read_before(&cur, o))
+                queued += read_us(d, (long long)cur.weight);
+            cur_opened = opened;
+            cur = h;
+        } else if (read_before(&h, o)) {
+            queued += read_us(d, (long long)h.weight);
+        }
+    }
+    kv_reply_free(r);
+    if (cur_opened != 0) {
+        int64_t began = (int64_t)done > cur_opened ? (int64_t)done : cur_opened;
+        int64_t left = read_us(d, (long long)cur.weight) - (now > began ? now - began : 0);
+
+        queued += left > READ_LEFT_MIN_S * US_PER_S ? left : READ_LEFT_MIN_S * US_PER_S;
+    }
+    *out = queued;
     return CP_OK;
 }
 
@@ -2021,12 +2097,9 @@ static cp_status pick_candidates(dispatch *d, const order *o, pick_mode mode,
         snprintf(suffix, sizeof suffix, "claims:%lld", (long long)c.id);
         if (st == CP_OK && key_of(d, key, sizeof key, suffix) == CP_OK)
             st = redis_int(d, &c.claims, err, "SCARD", key, NULL);
-        c.ahead = 2 * c.units;
-        if (st == CP_OK && mode == PICK_ONLINE && c.claims > 0) {
-            const char *args[3] = { d->prefix, num(&nb, c.id), num(&nb, o->deadline_us) };
-
-            st = eval_int(d, ahead_script, 0, NULL, 3, args, &c.ahead, err);
-        }
+        c.ahead_us = read_us(d, c.units);
+        if (st == CP_OK && mode == PICK_ONLINE && c.claims > 0)
+            st = work_before(d, c.id, o, &c.ahead_us, err);
         if (st == CP_OK)
             st = cp_array_grow(out, &cap, n, sizeof **out, 4, 1024);
         if (st != CP_OK)
@@ -2078,21 +2151,25 @@ static cp_status give_to(dispatch *d, order *o, const candidate *cands, size_t n
     return st;
 }
 
-/* The expected time of reading units weight units, in µs. */
-static int64_t read_us(const dispatch *d, long long units)
+/*
+ * When o must be handed to a doctor with ahead_us of work before it so
+ * that it is still read in time: its deadline less the margin, that work
+ * and its own read.
+ */
+static int64_t latest_start(const dispatch *d, const order *o, int64_t ahead_us)
 {
-    return (int64_t)units * (int64_t)d->rules.unit_read_s * US_PER_S;
+    return o->deadline_us - (int64_t)d->rules.margin_s * US_PER_S - ahead_us -
+           read_us(d, (long long)o->weight);
 }
 
-/*
- * When o must be handed to a doctor with `ahead` half units to read before
- * it so that it is still read in time: its deadline less the margin, that
- * work and its own.
- */
-static int64_t latest_start(const dispatch *d, const order *o, long long ahead)
+/* Whether candidate a would begin reading the order before b (idle first). */
+static bool sooner(const candidate *a, const candidate *b)
 {
-    return o->deadline_us - (int64_t)d->rules.margin_s * US_PER_S -
-           read_us(d, (ahead + 1) / 2 + (long long)o->weight);
+    if ((a->units == 0) != (b->units == 0))
+        return a->units == 0;
+    if (a->ahead_us != b->ahead_us)
+        return a->ahead_us < b->ahead_us;
+    return candidate_better(a, b);
 }
 
 /* The candidate that would begin reading o first (the least work before it). */
@@ -2101,8 +2178,7 @@ static size_t soonest(const candidate *c, size_t n)
     size_t best = 0;
 
     for (size_t i = 1; i < n; i++)
-        if (c[i].ahead < c[best].ahead ||
-            (c[i].ahead == c[best].ahead && candidate_better(&c[i], &c[best])))
+        if (sooner(&c[i], &c[best]))
             best = i;
     return best;
 }
@@ -2111,16 +2187,17 @@ static size_t soonest(const candidate *c, size_t n)
  * The grab window closed (or its retry came). In this order:
  *   - a doctor online and idle takes it (auto_assigned): nothing waits;
  *   - the one doctor online who may read it takes it when it has room;
- *   - else the least-loaded doctor with room holding at most one order
- *     (the one being read) takes it as their next, so that it is opened
- *     while they finish and they need not come back to the pool;
+ *   - else, of the doctors with room holding at most one order (the one
+ *     being read), the one whose read ends first (work_before) takes it as
+ *     their next, so that it is opened while they finish and they need not
+ *     come back to the pool;
  *   - at fallback_percent of the way to the deadline, the on-duty reader
  *     with the least load takes it past the cap (fallback), unless an
  *     online doctor holds less;
  *   - once its latest start (latest_start, for the least-loaded doctor
- *     online) has come, the doctor with the least work due before it
- *     takes it past the cap (deadline_assigned): it is read next but for
- *     earlier deadlines.
+ *     online) has come, the doctor expected to begin it first (idle, else
+ *     the least work before it by work_before) takes it past the cap
+ *     (deadline_assigned): it is read next but for more urgent claims.
  * Otherwise it stays in the pool, where doctors take the earliest deadline
  * first as they become free: handing it to a doctor with a queue would
  * make it wait behind that queue while another may be free sooner. The
@@ -2131,6 +2208,7 @@ static cp_status fire_grab(dispatch *d, order *o, unsigned *fired, cp_error *err
     int64_t now = now_us(d), fallback_at, start_at, retry_at;
     candidate *online = NULL, *duty = NULL;
     size_t n = 0, nduty = 0, first;
+    long long least;
     bool done = false, room = false;
     cp_status st;
 
@@ -2139,8 +2217,9 @@ static cp_status fire_grab(dispatch *d, order *o, unsigned *fired, cp_error *err
         return st;
     fallback_at = o->pooled_us + (o->deadline_us - o->pooled_us) *
                                      (int64_t)d->rules.fallback_percent / 100;
+    least = n > 0 ? online[0].units : 0;
     first = n > 0 ? soonest(online, n) : 0;
-    start_at = n > 0 ? latest_start(d, o, 2 * online[0].units) : INT64_MAX;
+    start_at = n > 0 ? latest_start(d, o, read_us(d, least)) : INT64_MAX;
     room = n > 0 && (online[0].units == 0 ||
                      online[0].units + (long long)o->weight <= (long long)d->rules.cap_units);
 
@@ -2149,6 +2228,15 @@ static cp_status fire_grab(dispatch *d, order *o, unsigned *fired, cp_error *err
     else if (n == 1 && online[0].units + (long long)o->weight <= (long long)d->rules.cap_units)
         st = give_to(d, o, online, 1, false, "auto_assigned", &done, fired, err);
     else {
+        /* Soonest first: the one whose read under way ends first. */
+        for (size_t i = 1; i < n; i++)
+            for (size_t j = i; j > 0 && sooner(&online[j], &online[j - 1]); j--) {
+                candidate t = online[j];
+
+                online[j] = online[j - 1];
+                online[j - 1] = t;
+            }
+        first = 0;
         for (size_t i = 0; i < n && !done && st == CP_OK; i++)
             if (online[i].claims <= 1 &&
                 online[i].units + (long long)o->weight <= (long long)d->rules.cap_units)
@@ -2156,7 +2244,7 @@ static cp_status fire_grab(dispatch *d, order *o, unsigned *fired, cp_error *err
     }
     if (st == CP_OK && !done && now >= fallback_at) {
         st = pick_candidates(d, o, PICK_DUTY, &duty, &nduty, err);
-        if (st == CP_OK && nduty > 0 && (n == 0 || duty[0].units <= online[0].units))
+        if (st == CP_OK && nduty > 0 && (n == 0 || duty[0].units <= least))
             st = give_to(d, o, duty, 1, true, "fallback", &done, fired, err);
     }
     if (st == CP_OK && !done && now >= start_at)

@@ -1047,6 +1047,43 @@ static void test_deadline_assigned(void **state)
     assert_string_equal(last_event(fx, o.id).event, "deadline_assigned");
 }
 
+/*
+ * An urgent order forced at the end of its grab window goes to the doctor
+ * whose read under way ends first, by the time since it was opened: doc2
+ * opened a CT 981 s ago (about done), doc1 one 181 s ago (most of it
+ * left). Both hold the same units and claims, which alone named doc1.
+ */
+static void test_forced_to_nearly_done(void **state)
+{
+    fixture *fx = *state;
+    order a2 = submit(fx, "14.1", "CT", "CHEST", ORDER_ROUTINE, g_clinic_a, "F1");
+    order b2 = submit(fx, "14.2", "CR", "CHEST", ORDER_ROUTINE, g_clinic_a, "F2");
+    order a1, b1, o, got;
+
+    assert_int_equal(grab(fx, &g_p2, a2.id), DISPATCH_GRABBED);
+    assert_int_equal(grab(fx, &g_p2, b2.id), DISPATCH_GRABBED);
+    assert_int_equal(dispatch_open(fx->d, &g_p2.p, a2.id, NULL), CP_OK);
+    assert_int_equal(dispatch_open(fx->d, &g_p2.p, b2.id, NULL), CP_OK);
+    advance(800 * S);
+    a1 = submit(fx, "14.3", "CT", "CHEST", ORDER_ROUTINE, g_clinic_a, "F3");
+    b1 = submit(fx, "14.4", "CR", "CHEST", ORDER_ROUTINE, g_clinic_a, "F4");
+    assert_int_equal(grab(fx, &g_p1, a1.id), DISPATCH_GRABBED);
+    assert_int_equal(grab(fx, &g_p1, b1.id), DISPATCH_GRABBED);
+    assert_int_equal(dispatch_open(fx->d, &g_p1.p, a1.id, NULL), CP_OK);
+    assert_int_equal(dispatch_open(fx->d, &g_p1.p, b1.id, NULL), CP_OK);
+    beat(fx);
+    o = submit(fx, "14.9", "CR", "CHEST", ORDER_URGENT, g_clinic_a, "F9");
+
+    /* Latest start 1800 - 900 - (4 + 1) * 300 s has passed: forced at once. */
+    advance(181 * S);
+    beat(fx);
+    tick(fx);
+    got = get(fx, o.id);
+    assert_int_equal(got.state, ORDER_CLAIMED);
+    assert_int_equal(got.doctor_id, g_doc2);
+    assert_string_equal(last_event(fx, o.id).event, "deadline_assigned");
+}
+
 /* A doctor reading one order and holding nothing behind it takes the next at once. */
 static void test_next_order_to_a_reader(void **state)
 {
@@ -1366,6 +1403,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_fallback_past_cap, setup, teardown),
         cmocka_unit_test_setup_teardown(test_deadline_assigned, setup, teardown),
         cmocka_unit_test_setup_teardown(test_next_order_to_a_reader, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_forced_to_nearly_done, setup, teardown),
         cmocka_unit_test_setup_teardown(test_deadline_alert, setup, teardown),
         cmocka_unit_test_setup_teardown(test_affinity, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cancel, setup, teardown),
