@@ -16,9 +16,17 @@
  * principal's institution's (archive_source_info.institution_id), and each
  * study that received some is one Import record in the audit trail
  * (PS3.15 A.5.3.5).
+ *
+ * A part's commit (archive_ingest_finish: blob fsync, rename, directory
+ * fsync, index transaction) runs on one of up to STOW_FINISHERS threads of
+ * the request while the connection's thread reads the next part, so that
+ * the parts' disk waits overlap each other and the body's bytes instead of
+ * adding up; at most STOW_JOBS_MAX parts wait for or are in their commit.
+ * The answer is made once every commit is done, in the order of the parts.
  */
 #include "dicomweb/stow.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -39,6 +47,20 @@
 
 /* Bytes held before the first look for the Study Instance UID; doubled after each. */
 #define STOW_PEEK_FIRST (4u * 1024)
+
+/* Threads of one request that commit its parts, and parts in or waiting for a commit. */
+#define STOW_FINISHERS 4
+#define STOW_JOBS_MAX  8
+
+/* One part's commit, from the part's end to its result being handed to its item. */
+typedef struct stow_job {
+    struct stow_job *next;          /* every job, in the order of the parts */
+    struct stow_job *queued;        /* the jobs no finisher has taken yet */
+    archive_ingest *ingest;
+    size_t item;                    /* its index in items (which may move as they grow) */
+    archive_result res;
+    cp_status st;
+} stow_job;
 
 /* Where the part being read stands. */
 typedef enum {
@@ -64,6 +86,17 @@ typedef struct stow_request {
     archive_ingest *ingest;
     cp_buf peek;
     size_t next_try;                /* peek length at which to look again */
+
+    /* The commits (see the top): the lock guards the lists, counts and stopping. */
+    pthread_mutex_t lock;
+    pthread_cond_t work;            /* a job queued, or stopping */
+    pthread_cond_t done;            /* a job done */
+    stow_job *jobs, *jobs_tail;
+    stow_job *queue, *queue_tail;
+    size_t open_jobs;               /* queued or being committed */
+    pthread_t finishers[STOW_FINISHERS];
+    size_t finisher_count;
+    bool stopping;
 } stow_request;
 
 /* --- the response ------------------------------------------------------------ */
@@ -299,11 +332,123 @@ static void fill_item(dweb_stow_item *it, const archive_result *res)
     memcpy(it->series_uid, res->series_uid, sizeof it->series_uid);
 }
 
+/* Counts a part's commit and hands its result to its item; st: what finish returned. */
+static void apply_result(stow_request *r, size_t item, archive_result *res, cp_status st)
+{
+    char labels[64];
+
+    if (st != CP_OK) {
+        res->outcome = ARCHIVE_REJECTED;
+        res->reason = ARCHIVE_REASON_RESOURCES;
+    }
+    snprintf(labels, sizeof labels, "source=\"dicomweb\",outcome=\"%s\"",
+             archive_outcome_name(res->outcome));
+    http_metrics_counter_add("cloudpacs_archive_instances_total", labels, 1);
+    fill_item(&r->items[item], res);
+}
+
+/* A finisher: commits queued jobs until the request stops and none is left. */
+static void *finisher_main(void *arg)
+{
+    stow_request *r = arg;
+
+    pthread_mutex_lock(&r->lock);
+    for (;;) {
+        stow_job *job;
+
+        while (r->queue == NULL && !r->stopping)
+            pthread_cond_wait(&r->work, &r->lock);
+        if (r->queue == NULL)
+            break;
+        job = r->queue;
+        r->queue = job->queued;
+        if (r->queue == NULL)
+            r->queue_tail = NULL;
+        pthread_mutex_unlock(&r->lock);
+        job->st = archive_ingest_finish(job->ingest, &job->res);
+        job->ingest = NULL;
+        pthread_mutex_lock(&r->lock);
+        r->open_jobs--;
+        pthread_cond_broadcast(&r->done);
+    }
+    pthread_mutex_unlock(&r->lock);
+    return NULL;
+}
+
+/*
+ * Hands a finished part's ingest to the finishers (its result is applied by
+ * collect_jobs), after waiting while STOW_JOBS_MAX are open. Without memory
+ * for the job or any finisher thread, the commit is made here.
+ */
+static void queue_finish(stow_request *r, archive_ingest *in, size_t item)
+{
+    stow_job *job = cp_calloc(1, sizeof *job);
+
+    if (job == NULL) {
+        archive_result res;
+        cp_status st;
+
+        memset(&res, 0, sizeof res);
+        st = archive_ingest_finish(in, &res);
+        apply_result(r, item, &res, st);
+        return;
+    }
+    job->ingest = in;
+    job->item = item;
+    pthread_mutex_lock(&r->lock);
+    while (r->open_jobs >= STOW_JOBS_MAX)
+        pthread_cond_wait(&r->done, &r->lock);
+    if (r->finisher_count < STOW_FINISHERS && r->open_jobs >= r->finisher_count &&
+        pthread_create(&r->finishers[r->finisher_count], NULL, finisher_main, r) == 0)
+        r->finisher_count++;
+    if (r->jobs_tail != NULL)
+        r->jobs_tail->next = job;
+    else
+        r->jobs = job;
+    r->jobs_tail = job;
+    if (r->finisher_count == 0) {
+        pthread_mutex_unlock(&r->lock);
+        job->st = archive_ingest_finish(in, &job->res);
+        job->ingest = NULL;
+        return;
+    }
+    if (r->queue_tail != NULL)
+        r->queue_tail->queued = job;
+    else
+        r->queue = job;
+    r->queue_tail = job;
+    r->open_jobs++;
+    pthread_cond_signal(&r->work);
+    pthread_mutex_unlock(&r->lock);
+}
+
+/* Waits for every commit, stops the finishers and hands each result to its item. */
+static void collect_jobs(stow_request *r)
+{
+    pthread_mutex_lock(&r->lock);
+    while (r->open_jobs > 0)
+        pthread_cond_wait(&r->done, &r->lock);
+    r->stopping = true;
+    pthread_cond_broadcast(&r->work);
+    pthread_mutex_unlock(&r->lock);
+    for (size_t i = 0; i < r->finisher_count; i++)
+        pthread_join(r->finishers[i], NULL);
+    r->finisher_count = 0;
+
+    while (r->jobs != NULL) {
+        stow_job *job = r->jobs;
+
+        r->jobs = job->next;
+        apply_result(r, job->item, &job->res, job->st);
+        cp_free(job);
+    }
+    r->jobs_tail = NULL;
+}
+
 static cp_status on_part_end(void *ctx)
 {
     stow_request *r = ctx;
-    archive_result res;
-    char labels[64];
+    archive_ingest *in;
     cp_status st;
 
     if (r->state == PART_PEEKING && (st = try_peek(r, true)) != CP_OK)
@@ -311,17 +456,9 @@ static cp_status on_part_end(void *ctx)
     r->in_part = false;
     if (r->state != PART_INGESTING)
         return CP_OK;
-    memset(&res, 0, sizeof res);
-    st = archive_ingest_finish(r->ingest, &res);
+    in = r->ingest;
     r->ingest = NULL;
-    if (st != CP_OK) {
-        res.outcome = ARCHIVE_REJECTED;
-        res.reason = ARCHIVE_REASON_RESOURCES;
-    }
-    snprintf(labels, sizeof labels, "source=\"dicomweb\",outcome=\"%s\"",
-             archive_outcome_name(res.outcome));
-    http_metrics_counter_add("cloudpacs_archive_instances_total", labels, 1);
-    fill_item(&r->items[r->count - 1], &res);
+    queue_finish(r, in, r->count - 1);
     return CP_OK;
 }
 
@@ -331,6 +468,11 @@ static void stow_free(void *ctx)
 {
     stow_request *r = ctx;
 
+    /* Parts that arrived whole are committed even when the request was cut. */
+    collect_jobs(r);
+    pthread_mutex_destroy(&r->lock);
+    pthread_cond_destroy(&r->work);
+    pthread_cond_destroy(&r->done);
     archive_ingest_abort(r->ingest);
     http_multipart_reader_destroy(r->reader);
     cp_buf_free(&r->peek);
@@ -409,6 +551,7 @@ static cp_status on_complete(http_request *req, void *ctx)
     if (st == CP_OK)
         st = http_multipart_finish(r->reader, NULL);
     fail_open_part(r);
+    collect_jobs(r);
     if (st == CP_ERR_LIMIT || st == CP_ERR_NOMEM)
         return http_respond_error(req, st == CP_ERR_LIMIT ? 413 : 503,
                                   st == CP_ERR_LIMIT ? "the body passes a multipart limit"
@@ -468,6 +611,9 @@ cp_status dweb_stow_handle(http_request *req, void *ctx)
     r->institution_id = p != NULL ? p->institution_id : 0;
     r->study = study;
     cp_buf_init(&r->peek);
+    pthread_mutex_init(&r->lock, NULL);
+    pthread_cond_init(&r->work, NULL);
+    pthread_cond_init(&r->done, NULL);
     if (http_multipart_reader_create(boundary, NULL, &cb, r, &r->reader, NULL) != CP_OK) {
         stow_free(r);
         return http_respond_error(req, 503, "out of memory");

@@ -7,6 +7,10 @@
  * A part is some bytes made in memory (multipart headers, one instance's
  * metadata, one frame) followed by a byte range of a stored blob, read a
  * chunk per call: a series is never held whole, whatever its size.
+ * Instances sent as stored (up to WADO_MAP_PARTS_MAX of them) and a single
+ * native frame skip the producer: their blobs are mapped and the response
+ * is sent from the mapped pages (http_respond_iovec), one copy fewer per
+ * byte; such answers, and a single frame made in memory, tell their length.
  *
  * Transfer syntaxes (PS3.18 8.7.3.5): an instance goes out in its stored
  * syntax ("transfer-syntax=*", none given, or the stored one asked for).
@@ -39,6 +43,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "core/alloc.h"
@@ -62,6 +67,13 @@
 /* Binary values up to this many bytes are inlined in metadata (base64). */
 #define WADO_INLINE_MAX 64
 
+/*
+ * Retrieve answers of up to this many instances are sent from their mapped
+ * blobs (respond_mapped): 8 such answers at once stay far under the 65530
+ * mappings a Linux process has by default.
+ */
+#define WADO_MAP_PARTS_MAX 4096
+
 /* An instance's URL: the root and three UIDs. */
 #define WADO_INSTANCE_URL_MAX (DWEB_URL_MAX + 3 * INDEX_UID_MAX + 40)
 
@@ -73,6 +85,7 @@ typedef struct wado_item {
     char transfer_syntax[INDEX_UID_MAX + 1];
     char blob_key[INDEX_BLOB_KEY_MAX + 1];
     uint8_t hash[INDEX_HASH_SIZE];
+    uint64_t size;              /* the blob's bytes, when the answer's length is told */
 } wado_item;
 
 typedef struct wado_list {
@@ -100,6 +113,7 @@ typedef struct wado_stream {
     size_t next;                /* the next part to begin */
     size_t parts;
     bool closed;                /* the closing bytes are made */
+    bool sized;                 /* Content-Length told: every blob must be its item's size */
 
     cp_buf pending;             /* bytes made in memory, sent first */
     size_t pending_pos;
@@ -320,15 +334,22 @@ done:
     return st;
 }
 
-static cp_status begin_instance(wado_stream *s, size_t i)
+/* The headers that open instance i's part. */
+static cp_status instance_part_start(wado_stream *s, size_t i, cp_buf *out)
 {
     const wado_item *it = &s->list.items[i];
     const char *ts = s->convert_to != NULL ? s->convert_to->uid : it->transfer_syntax;
     char type[HTTP_MEDIA_MAX + HTTP_TS_MAX + 32];
-    cp_status st;
 
     snprintf(type, sizeof type, "application/dicom; transfer-syntax=%s", ts);
-    st = http_multipart_write_part_start(&s->pending, s->boundary, i == 0, type, NULL);
+    return http_multipart_write_part_start(out, s->boundary, i == 0, type, NULL);
+}
+
+static cp_status begin_instance(wado_stream *s, size_t i)
+{
+    const wado_item *it = &s->list.items[i];
+    cp_status st = instance_part_start(s, i, &s->pending);
+
     if (st != CP_OK)
         return st;
     if (s->convert_to != NULL && strcmp(s->convert_to->uid, it->transfer_syntax) != 0)
@@ -337,7 +358,48 @@ static cp_status begin_instance(wado_stream *s, size_t i)
         return st;
     s->range_pos = 0;
     s->range_left = store_reader_size(s->rd);
+    /* A blob that changed since it was sized would break the framing: cut instead. */
+    if (s->sized && s->range_left != it->size)
+        return CP_ERR_IO;
     return CP_OK;
+}
+
+/*
+ * The length of a retrieve answer whose instances all go out as stored:
+ * every part's headers and blob and the closing boundary; each item's size
+ * is kept for begin_instance to check. -1 when an instance is converted
+ * (its length is known only once written) or a blob cannot be sized: the
+ * answer is then chunked. A told length lets the client read the body in
+ * large pieces rather than chunk by chunk, and the server fill larger blocks.
+ */
+static int64_t retrieve_length(wado_stream *s)
+{
+    cp_buf scratch = CP_BUF_INIT;
+    uint64_t total = 0;
+    cp_status st = CP_OK;
+
+    for (size_t i = 0; i < s->list.count && st == CP_OK; i++) {
+        wado_item *it = &s->list.items[i];
+
+        if (s->convert_to != NULL && strcmp(s->convert_to->uid, it->transfer_syntax) != 0)
+            st = CP_ERR_UNSUPPORTED;
+        if (st == CP_OK)
+            st = store_stat(s->st, it->blob_key, &it->size, NULL);
+        cp_buf_reset(&scratch);
+        if (st == CP_OK)
+            st = instance_part_start(s, i, &scratch);
+        if (st == CP_OK)
+            total += scratch.len + it->size;
+    }
+    cp_buf_reset(&scratch);
+    if (st == CP_OK)
+        st = http_multipart_write_close(&scratch, s->boundary);
+    total += scratch.len;
+    cp_buf_free(&scratch);
+    if (st != CP_OK || total > INT64_MAX)
+        return -1;
+    s->sized = true;
+    return (int64_t)total;
 }
 
 static cp_status bulk_uri(void *ctx, const dcm_element *el, const uint32_t *path, size_t depth,
@@ -556,8 +618,9 @@ static wado_stream *stream_new(wado_kind kind, dweb_service *svc)
     return s;
 }
 
-/* Hands s to the server; it is freed by the response, also on failure. */
-static cp_status respond_stream(http_request *req, wado_stream *s, const char *type)
+/* Hands s to the server; it is freed by the response, also on failure. size: -1 unknown. */
+static cp_status respond_stream(http_request *req, wado_stream *s, const char *type,
+                                int64_t size)
 {
     char ctype[HTTP_MEDIA_MAX * 2 + HTTP_MULTIPART_BOUNDARY_LEN + 48];
 
@@ -566,7 +629,210 @@ static cp_status respond_stream(http_request *req, wado_stream *s, const char *t
     else
         snprintf(ctype, sizeof ctype, "multipart/related; type=\"%s\"; boundary=%s", type,
                  s->boundary);
-    return http_respond_stream(req, 200, ctype, -1, produce, s, stream_free);
+    return http_respond_stream(req, 200, ctype, size, produce, s, stream_free);
+}
+
+/* --- retrieval from the blobs' pages ------------------------------------------ */
+
+/*
+ * A retrieve answer sent from the blobs mapped in memory: the kernel copies
+ * each page once, from the page cache into the socket, where the producer
+ * path reads every byte into a buffer first and sends it from there (two
+ * copies, which were half of the server's time on a series). Mappings hold
+ * address space, not memory; they go when the answer is done. Lists longer
+ * than WADO_MAP_PARTS_MAX take the producer path, so that concurrent large
+ * studies cannot use up the process's mappings.
+ */
+typedef struct wado_mapped {
+    cp_buf heads;               /* every part's headers, then the closing boundary */
+    size_t *head_end;           /* heads.len after part i's headers */
+    void **maps;
+    size_t *sizes;
+    size_t count;               /* mappings made */
+    http_iovec *iov;
+} wado_mapped;
+
+static void mapped_free(void *ctx)
+{
+    wado_mapped *m = ctx;
+
+    if (m == NULL)
+        return;
+    for (size_t i = 0; i < m->count; i++)
+        if (m->sizes[i] > 0)
+            munmap(m->maps[i], m->sizes[i]);
+    cp_buf_free(&m->heads);
+    cp_free(m->head_end);
+    cp_free(m->maps);
+    cp_free(m->sizes);
+    cp_free(m->iov);
+    cp_free(m);
+}
+
+/* Maps item i's blob into m->maps[i]; CP_ERR_UNSUPPORTED when it has no descriptor. */
+static cp_status map_blob(wado_stream *s, size_t i, wado_mapped *m)
+{
+    store_reader *rd = NULL;
+    cp_status st = store_open(s->st, s->list.items[i].blob_key, &rd, NULL);
+    int fd;
+    void *p;
+
+    if (st != CP_OK)
+        return st;
+    fd = store_reader_fd(rd);
+    m->sizes[i] = (size_t)store_reader_size(rd);
+    m->maps[i] = NULL;
+    if (fd < 0 || store_reader_size(rd) > SIZE_MAX) {
+        st = CP_ERR_UNSUPPORTED;
+    } else if (m->sizes[i] > 0) {
+        p = mmap(NULL, m->sizes[i], PROT_READ, MAP_SHARED, fd, 0);
+        if (p == MAP_FAILED)
+            st = CP_ERR_NOMEM;
+        else
+            m->maps[i] = p;
+    }
+    store_close(rd);
+    if (st == CP_OK)
+        m->count = i + 1;
+    return st;
+}
+
+/*
+ * Answers s's instances, all sent as stored, from their mapped blobs.
+ * *answered true: s is freed and the response's status returned; false: s
+ * is untouched, take the producer path.
+ */
+static cp_status respond_mapped(http_request *req, wado_stream *s, bool *answered)
+{
+    size_t n = s->list.count;
+    char ctype[HTTP_MEDIA_MAX * 2 + HTTP_MULTIPART_BOUNDARY_LEN + 48];
+    wado_mapped *m;
+    cp_status st = CP_OK;
+
+    *answered = false;
+    if (n == 0 || n > WADO_MAP_PARTS_MAX)
+        return CP_ERR_UNSUPPORTED;
+    for (size_t i = 0; i < n; i++)
+        if (s->convert_to != NULL &&
+            strcmp(s->convert_to->uid, s->list.items[i].transfer_syntax) != 0)
+            return CP_ERR_UNSUPPORTED;
+    m = cp_calloc(1, sizeof *m);
+    if (m == NULL)
+        return CP_ERR_NOMEM;
+    cp_buf_init(&m->heads);
+    m->head_end = cp_calloc(n, sizeof *m->head_end);
+    m->maps = cp_calloc(n, sizeof *m->maps);
+    m->sizes = cp_calloc(n, sizeof *m->sizes);
+    m->iov = cp_calloc(2 * n + 1, sizeof *m->iov);
+    if (m->head_end == NULL || m->maps == NULL || m->sizes == NULL || m->iov == NULL)
+        st = CP_ERR_NOMEM;
+    for (size_t i = 0; i < n && st == CP_OK; i++) {
+        st = instance_part_start(s, i, &m->heads);
+        m->head_end[i] = m->heads.len;
+        if (st == CP_OK)
+            st = map_blob(s, i, m);
+    }
+    if (st == CP_OK)
+        st = http_multipart_write_close(&m->heads, s->boundary);
+    if (st != CP_OK) {
+        mapped_free(m);
+        return st;
+    }
+    /* The headers' buffer is complete: only now do its addresses hold. */
+    for (size_t i = 0; i < n; i++) {
+        size_t from = i == 0 ? 0 : m->head_end[i - 1];
+
+        m->iov[2 * i] = (http_iovec){ m->heads.data + from, m->head_end[i] - from };
+        m->iov[2 * i + 1] = (http_iovec){ m->maps[i], m->sizes[i] };
+    }
+    m->iov[2 * n] = (http_iovec){ m->heads.data + m->head_end[n - 1],
+                                  m->heads.len - m->head_end[n - 1] };
+    snprintf(ctype, sizeof ctype, "multipart/related; type=\"application/dicom\"; boundary=%s",
+             s->boundary);
+    stream_free(s);
+    *answered = true;
+    return http_respond_iovec(req, 200, ctype, m->iov, 2 * n + 1, mapped_free, m);
+}
+
+/*
+ * Answers one native frame sent as stored from the blob's mapped pages: the
+ * part's headers, the frame's byte range, the closing boundary. *answered
+ * false (s untouched) when the frame is not a plain byte range of a blob with
+ * a descriptor: packed 1-bit frames, decoded or JPEG frames, loaded values.
+ */
+static cp_status respond_frame_mapped(http_request *req, wado_stream *s, const char *type,
+                                      bool *answered)
+{
+    const dcm_element *pd = s->img.pixel_data;
+    uint64_t size = px_image_native_frame_size(&s->img);
+    uint64_t start, page = (uint64_t)sysconf(_SC_PAGESIZE);
+    char ctype[HTTP_MEDIA_MAX * 2 + HTTP_MULTIPART_BOUNDARY_LEN + 48];
+    store_reader *rd = NULL;
+    wado_mapped *m = NULL;
+    size_t head;
+    void *p;
+    int fd;
+    cp_status st;
+
+    *answered = false;
+    /* A deflated file's offsets are in the inflated stream, not in the blob. */
+    if (s->parts != 1 || s->decode_frames || s->jpeg_frames || pd == NULL ||
+        s->img.transfer_syntax->deflated || (pd->flags & DCM_ELEMENT_ENCAPSULATED) ||
+        pd->value != NULL ||
+        s->img.bits_allocated % 8 != 0 || size == 0 || s->frames[0] < 1)
+        return CP_ERR_UNSUPPORTED;
+    start = pd->offset + size * (s->frames[0] - 1);
+    if ((uint64_t)size * s->frames[0] > pd->value_length)
+        return CP_ERR_UNSUPPORTED;
+    if ((st = store_open(s->st, s->list.items[0].blob_key, &rd, NULL)) != CP_OK)
+        return st;
+    fd = store_reader_fd(rd);
+    if (fd < 0 || start + size > store_reader_size(rd) || size > SIZE_MAX - page) {
+        store_close(rd);
+        return CP_ERR_UNSUPPORTED;
+    }
+    m = cp_calloc(1, sizeof *m);
+    if (m != NULL) {
+        cp_buf_init(&m->heads);
+        m->maps = cp_calloc(1, sizeof *m->maps);
+        m->sizes = cp_calloc(1, sizeof *m->sizes);
+    }
+    if (m == NULL || m->maps == NULL || m->sizes == NULL) {
+        store_close(rd);
+        mapped_free(m);
+        return CP_ERR_NOMEM;
+    }
+    /* mmap wants a page-aligned offset: map from the page the frame starts in. */
+    m->sizes[0] = (size_t)(size + start % page);
+    p = mmap(NULL, m->sizes[0], PROT_READ, MAP_SHARED, fd, (off_t)(start - start % page));
+    store_close(rd);
+    if (p == MAP_FAILED) {
+        mapped_free(m);
+        return CP_ERR_NOMEM;
+    }
+    m->maps[0] = p;
+    m->count = 1;
+    st = http_multipart_write_part_start(&m->heads, s->boundary, true, s->frame_type, NULL);
+    head = m->heads.len;
+    if (st == CP_OK)
+        st = http_multipart_write_close(&m->heads, s->boundary);
+    if (st != CP_OK) {
+        mapped_free(m);
+        return st;
+    }
+    {
+        http_iovec iov[3] = {
+            { m->heads.data, head },
+            { (const uint8_t *)p + start % page, (size_t)size },
+            { m->heads.data + head, m->heads.len - head },
+        };
+
+        snprintf(ctype, sizeof ctype,
+                 "multipart/related; type=\"%s\"; boundary=%s", type, s->boundary);
+        stream_free(s);
+        *answered = true;
+        return http_respond_iovec(req, 200, ctype, iov, 3, mapped_free, m);
+    }
 }
 
 /* --- transfer syntaxes ------------------------------------------------------- */
@@ -654,7 +920,10 @@ cp_status dweb_wado_retrieve(http_request *req, void *ctx)
             s->convert_to = out;
     }
     s->parts = s->list.count;
-    return respond_stream(req, s, "application/dicom");
+    st = respond_mapped(req, s, &answered);
+    if (answered)
+        return st;
+    return respond_stream(req, s, "application/dicom", retrieve_length(s));
 }
 
 /* The ETag of a metadata answer: FNV-1a over the root URL and the instances' hashes. */
@@ -704,7 +973,7 @@ cp_status dweb_wado_metadata(http_request *req, void *ctx)
     }
     s->capturing = true;
     s->parts = s->list.count;
-    return respond_stream(req, s, DWEB_DICOM_JSON);
+    return respond_stream(req, s, DWEB_DICOM_JSON, -1);
 }
 
 cp_status dweb_wado_parse_frames(const char *list, uint32_t *frames, size_t max,
@@ -870,8 +1139,26 @@ cp_status dweb_wado_frames(http_request *req, void *ctx)
         stream_free(s);
         return http_respond_error(req, 503, "out of memory");
     }
+    st = respond_frame_mapped(req, s, offer == 1 ? "image/jpeg" : "application/octet-stream",
+                              &answered);
+    if (answered)
+        return st;
+    if (s->parts == 1) {
+        /*
+         * One frame (what viewers ask) is made whole before answering, so that
+         * its length is told and a frame that cannot be read is a 500, not a
+         * cut stream; it is held in memory the same while it is sent.
+         */
+        s->next = 1;
+        if (begin_part(s, 0) != CP_OK || make_close(s) != CP_OK) {
+            stream_free(s);
+            return http_respond_error(req, 500, "the frame cannot be read");
+        }
+        return respond_stream(req, s, offer == 1 ? "image/jpeg" : "application/octet-stream",
+                              (int64_t)s->pending.len);
+    }
     return respond_stream(req, s,
-                          offer == 1 ? "image/jpeg" : "application/octet-stream");
+                          offer == 1 ? "image/jpeg" : "application/octet-stream", -1);
 }
 
 cp_status dweb_wado_bulkdata(http_request *req, void *ctx)
@@ -917,5 +1204,5 @@ cp_status dweb_wado_bulkdata(http_request *req, void *ctx)
         return http_respond_error(req, 404, "no such bulk data");
     }
     s->parts = 1;
-    return respond_stream(req, s, "application/octet-stream");
+    return respond_stream(req, s, "application/octet-stream", -1);
 }

@@ -27,6 +27,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <math.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -51,6 +52,10 @@
 
 /* Segments of a request path considered for routing; deeper paths are 404. */
 #define HTTP_PATH_SEGMENTS_MAX 32
+
+/* The block a streamed body of known length is read into: 64 KiB up to 512 KiB. */
+#define HTTP_STREAM_BLOCK_MIN (64u * 1024)
+#define HTTP_STREAM_BLOCK_MAX (512u * 1024)
 
 /* TLS certificate or key files larger than this are not PEM files. */
 #define HTTP_TLS_FILE_MAX (1024 * 1024)
@@ -1097,6 +1102,7 @@ cp_status http_respond_stream(http_request *req, int status, const char *content
 {
     struct MHD_Response *resp;
     stream_ctx *sc;
+    size_t block;
 
     if (req->responded || !produce) {
         if (free_fn)
@@ -1110,14 +1116,75 @@ cp_status http_respond_stream(http_request *req, int status, const char *content
         return CP_ERR_NOMEM;
     }
     *sc = (stream_ctx){ req, produce, ctx, free_fn };
+    /*
+     * A told length is sent from the response's own block, filled per reader
+     * call: large blocks for large bodies (a series, a big frame) mean fewer
+     * reader calls and sends. A chunked body is framed in the connection's
+     * memory pool, whatever the block.
+     */
+    block = HTTP_STREAM_BLOCK_MIN;
+    if (size > (int64_t)HTTP_STREAM_BLOCK_MIN)
+        block = size < (int64_t)HTTP_STREAM_BLOCK_MAX ? (size_t)size : HTTP_STREAM_BLOCK_MAX;
     resp = MHD_create_response_from_callback(size < 0 ? MHD_SIZE_UNKNOWN : (uint64_t)size,
-                                             64 * 1024, stream_reader, sc, stream_free);
+                                             block, stream_reader, sc, stream_free);
     if (!resp) {
         stream_free(sc);
         return CP_ERR_NOMEM;
     }
     if (content_type)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
+    return queue(req, status, resp);
+}
+
+/* MHD_ContentReaderFreeCallback over an owner's free function and context. */
+typedef struct iovec_owner {
+    void (*free_fn)(void *);
+    void *ctx;
+} iovec_owner;
+
+static void iovec_free(void *cls)
+{
+    iovec_owner *o = cls;
+
+    if (o->free_fn)
+        o->free_fn(o->ctx);
+    cp_free(o);
+}
+
+cp_status http_respond_iovec(http_request *req, int status, const char *content_type,
+                             const http_iovec *parts, size_t n, void (*free_fn)(void *),
+                             void *ctx)
+{
+    struct MHD_IoVec *iov = NULL;
+    struct MHD_Response *resp = NULL;
+    iovec_owner *o = cp_malloc(sizeof *o);
+    uint64_t total = 0;
+
+    if (o)
+        *o = (iovec_owner){ free_fn, ctx };
+    if (!o || req->responded || n > UINT_MAX || n == 0) {
+        cp_free(o);
+        if (free_fn)
+            free_fn(ctx);
+        return o ? CP_ERR_INVALID : CP_ERR_NOMEM;
+    }
+    iov = cp_calloc(n, sizeof *iov);
+    if (iov) {
+        for (size_t i = 0; i < n; i++) {
+            iov[i].iov_base = parts[i].base;
+            iov[i].iov_len = parts[i].len;
+            total += parts[i].len;
+        }
+        resp = MHD_create_response_from_iovec(iov, (unsigned int)n, iovec_free, o);
+    }
+    cp_free(iov);
+    if (!resp) {
+        iovec_free(o);
+        return CP_ERR_NOMEM;
+    }
+    if (content_type)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
+    req->bytes = req->method == HTTP_HEAD ? 0 : total;
     return queue(req, status, resp);
 }
 

@@ -242,6 +242,24 @@ cp_status http_respond_stream(http_request *req, int status, const char *content
                               int64_t size, http_stream_fn produce, void *ctx,
                               void (*free_fn)(void *));
 
+/* One piece of a body in memory (http_respond_iovec). */
+typedef struct http_iovec {
+    const void *base;
+    size_t len;
+} http_iovec;
+
+/*
+ * Responds with the n pieces one after the other, the length told, sent
+ * straight from them (sendmsg over the pieces where the connection allows,
+ * no copy into a buffer of the server's): for bodies whose bytes are mapped
+ * already, such as blobs' pages. The array is copied; what the pieces point
+ * to must stay valid until free_fn(ctx) runs (may be NULL), once the response
+ * is done, also on failure.
+ */
+cp_status http_respond_iovec(http_request *req, int status, const char *content_type,
+                             const http_iovec *parts, size_t n, void (*free_fn)(void *),
+                             void *ctx);
+
 /* Responds {"error": message, "status": status} as application/json. */
 cp_status http_respond_error(http_request *req, int status, const char *message);
 

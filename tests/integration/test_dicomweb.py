@@ -446,6 +446,49 @@ def test_frames_native(web, stored):
     assert parse_multipart(hdrs["Content-Type"], body)[0][1] == ct.PixelData
 
 
+def test_frames_and_series_from_mapped_blobs(web):
+    """Pixel data over the bulk data threshold (256 KiB) is not loaded: a single
+    frame is sent from the blob's mapped pages, its offset not page-aligned, and
+    a retrieve answer too; both tell their length."""
+    import io
+
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import generate_uid
+
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = EXPLICIT_LE
+    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = generate_uid()
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    ds.PatientID, ds.PatientName, ds.Modality = "MAPPED", "MAPPED^FRAMES", "OT"
+    ds.Rows, ds.Columns, ds.NumberOfFrames = 257, 263, 4
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+    ds.PixelData = bytes(range(256)) * (257 * 263 * 4 * 2 // 256) + b"\x07" * (
+        257 * 263 * 4 * 2 % 256)
+    ds.is_little_endian, ds.is_implicit_VR = True, False
+    out = io.BytesIO()
+    ds.save_as(out, write_like_original=False)
+    data = out.getvalue()
+    assert stow(web.base, [(b"application/dicom", data)])[0] == 200
+    size = 257 * 263 * 2
+    for frame in (1, 3):
+        status, hdrs, body = request(instance_url(web.base, ds) + "/frames/%d" % frame)
+        assert status == 200
+        assert int(hdrs["Content-Length"]) == len(body)
+        parts = parse_multipart(hdrs["Content-Type"], body)
+        assert [p[1] for p in parts] == [ds.PixelData[(frame - 1) * size:frame * size]]
+    status, hdrs, body = request(instance_url(web.base, ds)[:-len(ds.SOPInstanceUID) - 11],
+                                 headers={"Accept": 'multipart/related; '
+                                          'type="application/dicom"; transfer-syntax=*'})
+    assert status == 200
+    assert int(hdrs["Content-Length"]) == len(body)
+    assert [p[1] for p in parse_multipart(hdrs["Content-Type"], body)] == [data]
+
+
 def test_frames_compressed_as_stored(web, stored):
     ds = stored["SC_rgb_rle_2frame.dcm"]
     accept = 'multipart/related; type="application/octet-stream"; transfer-syntax=*'

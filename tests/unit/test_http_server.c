@@ -22,6 +22,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <sys/socket.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -364,6 +365,40 @@ static cp_status stream_handler(http_request *req, void *ctx)
                                cp_free);
 }
 
+/* A told length: the body is read into blocks of up to 512 KiB, not chunked. */
+static cp_status sized_stream_handler(http_request *req, void *ctx)
+{
+    producer *p = cp_malloc(sizeof(*p));
+
+    (void)ctx;
+    p->total = 1000000;
+    return http_respond_stream(req, 200, "application/octet-stream", 1000000, produce, p,
+                               cp_free);
+}
+
+static atomic_int iovec_freed;
+
+static void iovec_done(void *ctx)
+{
+    cp_free(ctx);
+    atomic_fetch_add(&iovec_freed, 1);
+}
+
+/* Three pieces: a head, 700000 bytes of a pattern, a tail. */
+static cp_status iovec_handler(http_request *req, void *ctx)
+{
+    uint8_t *big = cp_malloc(700000);
+    http_iovec parts[3];
+
+    (void)ctx;
+    for (size_t i = 0; i < 700000; i++)
+        big[i] = (uint8_t)(i % 253);
+    parts[0] = (http_iovec){ "head-", 5 };
+    parts[1] = (http_iovec){ big, 700000 };
+    parts[2] = (http_iovec){ "-tail", 5 };
+    return http_respond_iovec(req, 200, "application/octet-stream", parts, 3, iovec_done, big);
+}
+
 static cp_status viewer_handler(http_request *req, void *ctx)
 {
     (void)ctx;
@@ -431,6 +466,9 @@ static int setup(void **state)
         http_server_route(open_srv, HTTP_POST, "/dicom-web/studies", HTTP_ROUTE_LARGE_BODY,
                           stow_handler, NULL) != CP_OK ||
         http_server_route(open_srv, HTTP_GET, "/stream", 0, stream_handler, NULL) != CP_OK ||
+        http_server_route(open_srv, HTTP_GET, "/sized", 0, sized_stream_handler,
+                          NULL) != CP_OK ||
+        http_server_route(open_srv, HTTP_GET, "/iovec", 0, iovec_handler, NULL) != CP_OK ||
         http_server_route(open_srv, HTTP_GET, "/viewer/*", 0, viewer_handler, NULL) != CP_OK ||
         http_server_start(open_srv, NULL) != CP_OK)
         return -1;
@@ -600,6 +638,28 @@ static void test_fd_and_stream(void **state)
     for (size_t i = 0; i < 1000000; i += 997)
         assert_int_equal(r.body.data[i], 'a' + i % 26);
     response_free(&r);
+
+    exchange(open_srv, "GET /sized HTTP/1.1\r\nHost: x\r\n\r\n", &r);
+    assert_int_equal(r.status, 200);
+    assert_null(header_of(&r, "Transfer-Encoding"));
+    assert_string_equal(header_of(&r, "Content-Length"), "1000000");
+    assert_int_equal(r.body.len, 1000000);
+    for (size_t i = 0; i < 1000000; i += 997)
+        assert_int_equal(r.body.data[i], 'a' + i % 26);
+    response_free(&r);
+
+    exchange(open_srv, "GET /iovec HTTP/1.1\r\nHost: x\r\n\r\n", &r);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(header_of(&r, "Content-Length"), "700010");
+    assert_int_equal(r.body.len, 700010);
+    assert_memory_equal(r.body.data, "head-", 5);
+    assert_memory_equal(r.body.data + 700005, "-tail", 5);
+    for (size_t i = 0; i < 700000; i += 991)
+        assert_int_equal(r.body.data[5 + i], i % 253);
+    response_free(&r);
+    for (int i = 0; i < 200 && atomic_load(&iovec_freed) == 0; i++)
+        usleep(5000);
+    assert_int_equal(atomic_load(&iovec_freed), 1);
 }
 
 static void test_gzip(void **state)
