@@ -70,7 +70,7 @@ typedef struct dispatch_rules {
     unsigned cap_units;                 /* units a doctor may hold at once; 6 */
     unsigned visible_max;               /* orders a doctor sees in the pool; 5 */
     unsigned presence_s;                /* a heartbeat keeps a doctor online this long; 60 */
-    unsigned cooldown_s;                /* a doctor who gave an order back may not re-grab it; 600 */
+    unsigned cooldown_s;                /* a doctor who gave an order back may not grab it; 600 */
     char weights[128];                  /* "CR:1,DX:1,DR:1,MG:2,CT:3,MR:4,*:2" */
     dispatch_override overrides[16];
     size_t override_count;

@@ -139,8 +139,9 @@ typedef struct dweb_study_access {
  * says, or the HTTP status to answer with (*why says why): 404 for a study
  * that does not exist and, alike, for one the principal may not see, so
  * that an answer never tells that a hidden study exists; 401 without a
- * principal; 403 for one without studies.read; 500 when the index fails. Without an API (dweb_config.api
- * NULL) every study is visible and nothing is recorded. acc may be NULL.
+ * principal; 403 for one without studies.read; 500 when the index fails.
+ * Without an API (dweb_config.api NULL) every study is visible and nothing
+ * is recorded. acc may be NULL.
  */
 int dweb_study_gate(dweb_service *svc, const http_request *req, const char *study_uid,
                     audit_event event, const char *type, dweb_audit_mode mode,

@@ -46,8 +46,8 @@ const char *film_deident_pseudonym(const film_deident *d);
  * ignored) into out, NUL-terminated. The same uid gives the same result
  * for the same key. CP_ERR_INVALID for an empty uid.
  */
-cp_status film_deident_uid(const film_deident *d, const char *uid, char out[FILM_DEIDENT_UID_MAX + 1],
-                           cp_error *err);
+cp_status film_deident_uid(const film_deident *d, const char *uid,
+                           char out[FILM_DEIDENT_UID_MAX + 1], cp_error *err);
 
 /*
  * Reads the Part 10 file at path and writes its de-identified Part 10 form

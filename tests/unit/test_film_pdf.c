@@ -113,7 +113,8 @@ static pdf_report sample(void)
     r.body_part = "CHEST";
     r.study_description = "胸部平扫 Chest plain";
     r.reading_institution = "云阅片中心 Cloud Reading Centre";
-    r.findings = "右肺上叶见一直径约8毫米的实性结节，边界清楚。纵隔未见肿大淋巴结。\n"
+    r.findings = "右肺上叶见一直径约8毫米的实性结节，边界清楚。"
+                 "纵隔未见肿大淋巴结。\n"
                  "A solid nodule of about 8 mm in the right upper lobe, well defined.";
     r.impression = IMPRESSION;
     r.critical = true;
@@ -241,8 +242,8 @@ static void test_long_report_pages(void **state)
     char cmd[256];
 
     for (int i = 0; i < 150; i++)
-        assert_int_equal(cp_buf_appendf(&findings, "第%d行 line %d: 所见描述 findings text.\n",
-                                        i + 1, i + 1), CP_OK);
+        assert_int_equal(cp_buf_appendf(&findings, "第%d行 line %d: 所见 findings.\n", i + 1,
+                                        i + 1), CP_OK);
     assert_int_equal(cp_buf_append_byte(&findings, 0), CP_OK);
     r.findings = (const char *)findings.data;
     r.share_url = NULL;
